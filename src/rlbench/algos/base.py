@@ -1,0 +1,131 @@
+"""The shared LightningModule of every algorithm.
+
+An algorithm is a ``RLModule`` subclass that builds its networks in ``build`` (where the
+observation and action spaces are known), turns a batch into a loss in ``training_step``
+and exposes ``act`` -- the one call the DataModule makes into it. Everything else (env
+stepping, evaluation, checkpoints, metric flushing) lives in the DataModule and callbacks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import lightning as L
+import numpy as np
+import torch
+
+from rlbench.errors import NonFiniteLossError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplaySpec:
+    """What an off-policy module asks of the replay DataModule.
+
+    ``train_every`` env steps are collected, then ``gradient_steps`` batches of
+    ``batch_size`` n-step transitions are yielded; nothing is yielded before
+    ``learning_starts`` env steps (collected with uniformly random actions).
+    """
+
+    batch_size: int
+    learning_starts: int
+    train_every: int
+    gradient_steps: int
+    gamma: float
+
+
+class MetricAccumulator:
+    """Collects scalar metrics between flushes without a device sync per step.
+
+    Values are kept as given (tensors stay on device) and reduced to means only in
+    ``compute``, which the logging callback calls every ``trainer.log_every`` env steps.
+    """
+
+    def __init__(self) -> None:
+        self._values: defaultdict[str, list[torch.Tensor | float]] = defaultdict(list)
+
+    def add(self, name: str, value: torch.Tensor | float) -> None:
+        self._values[name].append(value)
+
+    def pending(self, name: str) -> list[torch.Tensor | float]:
+        return self._values.get(name, [])
+
+    def compute(self) -> dict[str, float]:
+        """Means of everything added since the last call; clears the accumulator."""
+        out: dict[str, float] = {}
+        for name, values in self._values.items():
+            if values:
+                out[name] = float(torch.as_tensor(values, dtype=torch.float64).mean())
+        self._values.clear()
+        return out
+
+
+class RLModule(L.LightningModule):
+    """Base of all algorithms: spaces, acting RNG, metric accumulation, finiteness checks.
+
+    Args:
+        name: algorithm name (used in run names and reports).
+        lr: learning rate passed to the optimizer partial.
+        seed: seeds the module's own acting generator.
+    """
+
+    def __init__(self, *, name: str, lr: float, seed: int = 0) -> None:
+        super().__init__()
+        self.name = name
+        self.lr = lr
+        self.metrics = MetricAccumulator()
+        self.act_rng = np.random.default_rng([seed, 1])
+        self.observation_space: gym.Space[Any] | None = None
+        self.action_space: gym.Space[Any] | None = None
+        self.built = False
+
+    # ---------------------------------------------------------------- building
+    def setup(self, stage: str) -> None:
+        if self.built:
+            return
+        dm = self.trainer.datamodule
+        self.observation_space, self.action_space = dm.observation_space, dm.action_space
+        self.build(self.observation_space, self.action_space)
+        self.built = True
+
+    def build(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
+        """Create networks for these single-env spaces (raise ConfigError if unsupported)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- acting
+    def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray:
+        """Actions ``(B, *action_shape)`` for observations ``(B, *obs_shape)``.
+
+        ``explore=False`` is the deterministic evaluation policy; ``env_step`` keys
+        exploration schedules.
+        """
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- checks
+    def assert_finite(self, *, env_step: int) -> None:
+        """Raise ``NonFiniteLossError`` naming the gradient step of the first bad loss.
+
+        Called before every metric flush and checkpoint, so a checkpoint never holds
+        weights trained on a non-finite loss.
+        """
+        losses = self.metrics.pending("train/loss")
+        if not losses:
+            return
+        finite = torch.isfinite(torch.stack([torch.as_tensor(v) for v in losses]))
+        if bool(finite.all()):
+            return
+        first = int((~finite).nonzero()[0, 0])
+        step = self.global_step - len(losses) + first + 1
+        raise NonFiniteLossError(
+            f"non-finite loss at gradient step {step} (env step <= {env_step}); "
+            "stopped, the last good checkpoint is kept"
+        )
+
+    # ---------------------------------------------------------------- state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rlbench_module"] = {"act_rng": self.act_rng.bit_generator.state}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.act_rng.bit_generator.state = checkpoint["rlbench_module"]["act_rng"]

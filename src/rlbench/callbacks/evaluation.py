@@ -1,0 +1,84 @@
+"""Deterministic evaluation on separate envs, every ``trainer.eval_every`` env steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from rlbench.envs import EVAL_SEED_OFFSET, EnvFactory
+
+
+def evaluate(
+    module: Any, env_factory: EnvFactory, *, episodes: int, seed: int, env_step: int
+) -> np.ndarray:
+    """Returns ``(episodes,)`` undiscounted returns of the deterministic policy.
+
+    Episode ``j`` runs in its own env reset with ``seed + EVAL_SEED_OFFSET + j``, all
+    episodes in one vector env, so an evaluation is a pure function of the policy weights:
+    there is no evaluation env state to checkpoint and resumed runs evaluate identically.
+    """
+    envs = env_factory.make(num_envs=episodes)
+    try:
+        obs, _ = envs.reset(seed=[seed + EVAL_SEED_OFFSET + j for j in range(episodes)])
+        returns = np.zeros(episodes, dtype=np.float64)
+        running = np.ones(episodes, dtype=np.bool_)
+        while running.any():
+            actions = module.act(obs, explore=False, env_step=env_step)
+            obs, reward, terminated, truncated, _ = envs.step(actions)
+            returns += np.where(running, reward, 0.0)
+            running &= ~(terminated | truncated)
+        return returns
+    finally:
+        envs.close()
+
+
+class EvalCallback(L.Callback):
+    """Logs ``eval/return_mean``, ``eval/return_std`` and ``eval/episodes`` at env steps
+    that cross a multiple of ``every``, and once more at the end of training.
+
+    Owns the evaluation envs (separate instances, disjoint seeds) -- never the train envs.
+    """
+
+    def __init__(self, *, env: EnvFactory, every: int, episodes: int, seed: int) -> None:
+        self.env_factory = env
+        self.every = every
+        self.episodes = episodes
+        self.seed = seed
+        self.last_eval_step = -1
+        self.last: dict[str, float] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "EvalCallback"
+
+    def run(self, trainer: L.Trainer, module: Any) -> None:
+        env_step = trainer.datamodule.env_steps
+        returns = evaluate(
+            module, self.env_factory, episodes=self.episodes, seed=self.seed, env_step=env_step
+        )
+        self.last = {
+            "eval/return_mean": float(returns.mean()),
+            "eval/return_std": float(returns.std()),
+            "eval/episodes": float(len(returns)),
+        }
+        self.last_eval_step = env_step
+        for logger in trainer.loggers:
+            logger.log_metrics(self.last, step=env_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
+        env_step = trainer.datamodule.env_steps
+        if self.every > 0 and env_step // self.every > max(self.last_eval_step, 0) // self.every:
+            self.run(trainer, module)
+
+    def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        if self.last_eval_step != trainer.datamodule.env_steps:
+            self.run(trainer, module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_eval_step": self.last_eval_step, "last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last_eval_step = state["last_eval_step"]
+        self.last = state["last"]

@@ -1,0 +1,277 @@
+"""``rlbench``: the Hydra entry point and the ONE place that instantiates config.
+
+    rlbench algo=dqn env=cartpole seed=3
+    rlbench experiment=dqn_cartpole
+    rlbench resume=outputs/dqn-CartPole-v1/2026-11-25/16-00-00_seed0 total_env_steps=200000
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rlbench.config import register_configs, validate
+from rlbench.errors import CheckpointError, ConfigError, NonFiniteLossError, RLBenchError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+GROUPS = ("algo", "env", "network", "buffer", "sampler", "trainer", "logger", "experiment")
+
+register_configs()
+if not OmegaConf.has_resolver("slug"):
+    OmegaConf.register_new_resolver("slug", lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)))
+
+log = logging.getLogger("rlbench")
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    """Atomically write ``results.json``."""
+    tmp = run_dir / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, run_dir / "results.json")
+
+
+def resume_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The saved config of ``run_dir`` with value overrides (e.g. ``total_env_steps``) applied.
+
+    Group choices (``algo=...``) cannot change on resume: the checkpoint would not fit.
+    """
+    saved_path = run_dir / ".hydra" / "config.yaml"
+    if not saved_path.is_file():
+        raise CheckpointError(f"resume={run_dir}: no .hydra/config.yaml there (not a run dir)")
+    saved = OmegaConf.load(saved_path)
+    assert isinstance(saved, DictConfig)
+    values = [o for o in overrides if not o.startswith("resume=")]
+    for o in values:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key in GROUPS:
+            raise ConfigError(
+                f"resume: cannot change config group '{o}'; only values such as "
+                "total_env_steps=N or trainer.eval_every=N"
+            )
+    OmegaConf.set_struct(saved, True)
+    try:
+        merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(values))
+    except Exception as e:
+        raise ConfigError(f"resume: bad override in {values}: {str(e).splitlines()[0]}") from None
+    assert isinstance(merged, DictConfig)
+    merged.resume = str(run_dir)
+    return merged
+
+
+def save_resumed_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Record value overrides given on resume in ``.hydra/config.yaml`` (atomically)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    updated = OmegaConf.to_yaml(OmegaConf.merge(cfg, {"resume": None}))
+    if path.read_text() != updated:
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(updated)
+        os.replace(tmp, path)
+
+
+def _instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets our one-line errors through unwrapped."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, RLBenchError):
+            raise e.__cause__ from None
+        raise
+
+
+def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[Any, Any, Any]:
+    """Instantiate module, DataModule and Trainer from a composed config."""
+    import lightning as L
+    import torch
+
+    from rlbench.callbacks import CheckpointCallback, EnvStepProgressBar, EvalCallback, MetricsFlush
+    from rlbench.data import ReplayDataModule
+    from rlbench.logging import AtomicCheckpointIO, EnvStepCSVLogger
+
+    torch.set_num_threads(cfg.trainer.torch_threads)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+
+    env = _instantiate(cfg.env, _convert_="all")
+    datamodule = ReplayDataModule(
+        env=env,
+        buffer=_instantiate(cfg.buffer, _convert_="all"),
+        seed=cfg.seed,
+        total_env_steps=cfg.total_env_steps,
+    )
+    module = _instantiate(
+        cfg.algo,
+        network=_instantiate(cfg.network, _convert_="all"),
+        sampler=_instantiate(cfg.sampler),
+        seed=cfg.seed,
+        _convert_="all",
+    )
+
+    csv_logger = EnvStepCSVLogger(run_dir / "metrics.csv")
+    if resume_step is not None:
+        csv_logger.truncate_after(resume_step)
+    loggers: list[Any] = [csv_logger]
+    if cfg.logger.get("_target_"):
+        extra: dict[str, Any] = {"save_dir": str(run_dir)}
+        if resume_step is not None and "TensorBoard" in cfg.logger._target_:
+            extra["purge_step"] = resume_step + 1
+        loggers.append(_instantiate(cfg.logger, **extra))
+
+    callbacks: list[Any] = [
+        EvalCallback(
+            env=env, every=cfg.trainer.eval_every, episodes=cfg.trainer.eval_episodes, seed=cfg.seed
+        ),
+        MetricsFlush(every=cfg.trainer.log_every),
+        CheckpointCallback(dirpath=run_dir / "checkpoints", every=cfg.trainer.checkpoint_every),
+    ]
+    if cfg.trainer.progress_bar:
+        callbacks.append(EnvStepProgressBar(total=cfg.total_env_steps))
+
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        max_epochs=-1,
+        logger=loggers,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
+    )
+    return module, datamodule, trainer
+
+
+def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
+    """Train one run into ``run_dir``; returns the ``results.json`` content.
+
+    Raises ``RLBenchError`` subclasses for user errors (config, checkpoint, non-finite loss).
+    """
+    from rlbench.logging import load_checkpoint
+
+    start = time.time()
+    validate(cfg)
+    ckpt_path: Path | None = None
+    resume_step: int | None = None
+    if cfg.resume:
+        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+        ckpt = load_checkpoint(ckpt_path)
+        data_state = ckpt.get("ReplayDataModule")
+        if not isinstance(data_state, dict) or "env_steps" not in data_state:
+            raise CheckpointError(f"corrupt checkpoint {ckpt_path}: no data-module state")
+        resume_step = int(data_state["env_steps"])
+        del ckpt
+        save_resumed_config(cfg, run_dir)
+    module, datamodule, trainer = build(cfg, run_dir, resume_step=resume_step)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    if ckpt_path is not None and not datamodule.loaded_state:
+        raise CheckpointError(f"{ckpt_path}: the data-module state was not restored")
+    ckpt_cb = next(cb for cb in trainer.callbacks if type(cb).__name__ == "CheckpointCallback")
+    eval_cb = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EvalCallback")
+    last = eval_cb.last or {}
+    return {
+        "status": "interrupted" if ckpt_cb.interrupted else "completed",
+        "env_steps": datamodule.env_steps,
+        "eval_return_mean": last.get("eval/return_mean"),
+        "eval_return_std": last.get("eval/return_std"),
+        "eval_episodes": int(last.get("eval/episodes", 0)),
+        "wall_time_s": time.time() - start,
+    }
+
+
+def run(cfg: DictConfig) -> int:
+    """Run the composed config in Hydra's output dir; returns a process exit code."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    start = time.time()
+    keep_results = bool(cfg.resume)
+    try:
+        if cfg.resume:
+            cfg = resume_config(cfg, run_dir, list(hc.overrides.task))
+        results = train(cfg, run_dir=run_dir)
+    except (ConfigError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        if not keep_results:
+            write_results(run_dir, _failed(e, start))
+        return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        write_results(run_dir, _failed(e, start))
+        return 1
+    except Exception as e:  # a crash in one run of a sweep must not stop the sweep
+        traceback.print_exc()
+        write_results(run_dir, _failed(e, start))
+        return 1
+    write_results(run_dir, results)
+    if results["status"] == "interrupted":
+        print(f"interrupted at env step {results['env_steps']}; continue with: "
+              f"rlbench resume={run_dir}", file=sys.stderr)
+        return 130
+    log.info("results: %s", json.dumps(results))
+    return 0
+
+
+def _failed(e: BaseException, start: float) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error": f"{type(e).__name__}: {e}" if not isinstance(e, RLBenchError) else str(e),
+        "env_steps": 0,
+        "eval_return_mean": None,
+        "eval_return_std": None,
+        "eval_episodes": 0,
+        "wall_time_s": time.time() - start,
+    }
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> int:
+    code = run(cfg)
+    if HydraConfig.get().mode != RunMode.MULTIRUN and code != 0:
+        sys.exit(code)
+    return code
+
+
+def _rewrite_resume_args(argv: list[str]) -> list[str]:
+    """``resume=DIR`` continues DIR in place: Hydra must use it as its run dir and must not
+    overwrite its ``.hydra/`` with a freshly composed config."""
+    resume = [a for a in argv if a.startswith("resume=")]
+    if not resume or resume[-1] in ("resume=", "resume=null"):
+        return argv
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise ConfigError("resume=DIR continues one run; it cannot be combined with -m")
+    run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise CheckpointError(f"resume={run_dir}: no such run directory")
+    rest = [a for a in argv if not a.startswith("resume=")]
+    return [*rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        sys.argv = [sys.argv[0], *_rewrite_resume_args(sys.argv[1:])]
+    except RLBenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

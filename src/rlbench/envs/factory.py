@@ -1,0 +1,136 @@
+"""Building vectorized training and evaluation envs from config."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import VectorEnv
+
+from rlbench.envs.serial import SerialVectorEnv
+from rlbench.errors import ConfigError
+
+Vectorization = Literal["auto", "serial", "sync", "native"]
+VECTORIZATIONS: tuple[str, ...] = ("auto", "serial", "sync", "native")
+
+#: With at least this many envs a native vector env (CartPole's) beats stepping separate envs.
+NATIVE_MIN_ENVS = 16
+#: Evaluation episode j is seeded ``seed + EVAL_SEED_OFFSET + j``: disjoint from training seeds.
+EVAL_SEED_OFFSET = 1_000_000
+
+
+def _ensure_registered(env_id: str) -> str:
+    """Import what registers ``env_id``; returns the bare id.
+
+    ``module:Env-v0`` imports ``module`` first (Gymnasium's convention for custom envs);
+    ``ALE/...`` ids appear only after ``gym.register_envs(ale_py)``.
+    """
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"env.id: cannot import module '{module}': {e}") from None
+    if env_id not in gym.registry and env_id.startswith("ALE/"):
+        import ale_py
+
+        gym.register_envs(ale_py)
+    return env_id
+
+
+def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
+    """Return the spec of a registered Gymnasium id or raise a one-line ConfigError."""
+    env_id = _ensure_registered(env_id)
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.5)
+        hint = f"; closest registered ids: {', '.join(close)}" if close else ""
+        raise ConfigError(f"unknown env.id '{env_id}'{hint}")
+    return gym.registry[env_id]
+
+
+def _make_single(env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any]) -> gym.Env:
+    return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+
+
+@dataclass(kw_only=True)
+class EnvFactory:
+    """Makes the vector envs of one experiment: ``env.*`` in config.
+
+    Args:
+        id: any registered Gymnasium id, e.g. ``CartPole-v1``.
+        name: short name used in run directory names.
+        num_envs: training envs stepped in lockstep.
+        vectorization: ``auto`` picks the fastest measured backend for the env and count.
+        max_episode_steps: override of the registered time limit (``None`` keeps it).
+        kwargs: extra keyword arguments for ``gym.make``.
+        score_range: ``[min, max]`` returns for min-max normalization in reports.
+    """
+
+    id: str
+    name: str = ""
+    num_envs: int = 1
+    vectorization: str = "auto"
+    max_episode_steps: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    score_range: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1:
+            raise ConfigError(f"env.num_envs={self.num_envs}: must be >= 1")
+        if self.vectorization not in VECTORIZATIONS:
+            raise ConfigError(
+                f"env.vectorization='{self.vectorization}': allowed {', '.join(VECTORIZATIONS)}"
+            )
+        check_env_id(self.id)
+
+    def backend(self, num_envs: int) -> str:
+        """The vectorization used for ``num_envs`` envs."""
+        has_native = check_env_id(self.id).vector_entry_point is not None
+        if self.vectorization == "native" and not has_native:
+            raise ConfigError(f"env.vectorization=native: {self.id} has no native vector env")
+        if self.vectorization != "auto":
+            return self.vectorization
+        return "native" if has_native and num_envs >= NATIVE_MIN_ENVS else "serial"
+
+    def make(self, *, num_envs: int | None = None) -> VectorEnv:
+        """A new, not yet reset vector env of ``num_envs`` (default ``self.num_envs``) envs."""
+        n = self.num_envs if num_envs is None else num_envs
+        backend = self.backend(n)
+        if backend == "native":
+            kwargs = dict(self.kwargs)
+            if self.max_episode_steps is not None:
+                kwargs["max_episode_steps"] = self.max_episode_steps
+            return gym.make_vec(
+                self.id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs
+            )
+        # functools.partial (not a lambda) keeps the vector env picklable for checkpoints.
+        fns = [
+            functools.partial(_make_single, self.id, self.max_episode_steps, dict(self.kwargs))
+        ] * n
+        if backend == "sync":
+            return gym.vector.SyncVectorEnv(fns)
+        return SerialVectorEnv(fns)
+
+    def spaces(self) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        """``(single_observation_space, single_action_space)`` of one env."""
+        env = _make_single(self.id, self.max_episode_steps, dict(self.kwargs))
+        try:
+            return env.observation_space, env.action_space
+        finally:
+            env.close()
+
+
+def random_actions(space: gym.Space[Any], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` uniformly random actions from a single-env action space, drawn from ``rng``."""
+    if isinstance(space, gym.spaces.Discrete):
+        return rng.integers(space.n, size=n) + int(space.start)
+    if isinstance(space, gym.spaces.Box):
+        low = np.broadcast_to(space.low, space.shape)
+        high = np.broadcast_to(space.high, space.shape)
+        return rng.uniform(low, high, size=(n, *space.shape)).astype(space.dtype)
+    raise ConfigError(f"random actions for {space} are not supported")

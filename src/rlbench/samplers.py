@@ -1,0 +1,124 @@
+"""Action samplers: turn per-action scores ``(B, A)`` into actions ``(B,)``.
+
+Samplers are swappable by config (``sampler=epsilon_greedy|greedy|boltzmann``). Scores may
+be passed lazily (``LazyScores``) so that epsilon-greedy skips the network forward pass when
+every env in the batch explores; the random draws are the same either way, so results do
+not depend on whether the forward pass was skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlbench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LazyScores:
+    """Scores ``(batch_size, num_actions)`` computed only when a sampler asks for them."""
+
+    fn: Callable[[], np.ndarray]
+    batch_size: int
+    num_actions: int
+
+    def values(self) -> np.ndarray:
+        return self.fn()
+
+
+Scores = np.ndarray | LazyScores
+
+
+def _shape(scores: Scores) -> tuple[int, int]:
+    if isinstance(scores, LazyScores):
+        return scores.batch_size, scores.num_actions
+    b, a = scores.shape
+    return int(b), int(a)
+
+
+def _values(scores: Scores) -> np.ndarray:
+    return scores.values() if isinstance(scores, LazyScores) else scores
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinearSchedule:
+    """``start`` at step 0, linearly to ``end`` at ``duration`` steps, then constant."""
+
+    start: float
+    end: float
+    duration: int
+
+    def __call__(self, step: int) -> float:
+        if self.duration <= 0:
+            return self.end
+        frac = min(max(step, 0) / self.duration, 1.0)
+        return self.start + frac * (self.end - self.start)
+
+
+class ActionSampler:
+    """Base class. ``explore=False`` is the deterministic (greedy) evaluation policy."""
+
+    def __call__(
+        self, scores: Scores, *, step: int, rng: np.random.Generator, explore: bool = True
+    ) -> np.ndarray:
+        """Actions ``(B,)`` from scores ``(B, A)`` at env step ``step``."""
+        if not explore:
+            return np.asarray(_values(scores).argmax(axis=1))
+        return self.explore(scores, step=step, rng=rng)
+
+    def explore(self, scores: Scores, *, step: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def stats(self, step: int) -> dict[str, float]:
+        """Schedule values to log under ``train/`` (e.g. epsilon)."""
+        return {}
+
+
+class Greedy(ActionSampler):
+    """Always the highest-scoring action (for noisy nets, whose exploration is in the weights)."""
+
+    def explore(self, scores: Scores, *, step: int, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray(_values(scores).argmax(axis=1))
+
+
+class EpsilonGreedy(ActionSampler):
+    """With probability epsilon (linear schedule over env steps) a uniform random action."""
+
+    def __init__(self, *, start: float = 1.0, end: float = 0.05, decay_steps: int = 10_000):
+        for name, v in (("start", start), ("end", end)):
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"sampler.{name}={v}: epsilon must be in [0, 1]")
+        if decay_steps < 0:
+            raise ConfigError(f"sampler.decay_steps={decay_steps}: must be >= 0")
+        self.epsilon = LinearSchedule(start=start, end=end, duration=decay_steps)
+
+    def explore(self, scores: Scores, *, step: int, rng: np.random.Generator) -> np.ndarray:
+        b, a = _shape(scores)
+        random = rng.random(b) < self.epsilon(step)
+        actions = rng.integers(a, size=b)
+        if random.all():
+            return actions
+        greedy = _values(scores).argmax(axis=1)
+        return np.where(random, actions, greedy)
+
+    def stats(self, step: int) -> dict[str, float]:
+        return {"epsilon": self.epsilon(step)}
+
+
+class Boltzmann(ActionSampler):
+    """Samples ``softmax(scores / temperature)`` with the Gumbel-max trick."""
+
+    def __init__(self, *, temperature: float = 1.0):
+        if temperature <= 0:
+            raise ConfigError(f"sampler.temperature={temperature}: must be > 0")
+        self.temperature = temperature
+
+    def explore(self, scores: Scores, *, step: int, rng: np.random.Generator) -> np.ndarray:
+        values = _values(scores)
+        gumbel = -np.log(-np.log(rng.random(values.shape) + 1e-20) + 1e-20)
+        return np.asarray((values / self.temperature + gumbel).argmax(axis=1))
+
+    def stats(self, step: int) -> dict[str, float]:
+        return {"temperature": self.temperature}

@@ -1,0 +1,56 @@
+"""TD targets and losses against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlbench.losses import polyak_update, q_target, td_loss
+
+
+def test_dqn_target_uses_target_max() -> None:
+    target = q_target(
+        reward=torch.tensor([1.0, 2.0]),
+        discount=torch.tensor([0.9, 0.0]),
+        next_q_target=torch.tensor([[1.0, 3.0], [10.0, 20.0]]),
+    )
+    torch.testing.assert_close(target, torch.tensor([1.0 + 0.9 * 3.0, 2.0]))
+
+
+def test_double_q_target_evaluates_online_argmax_with_target_net() -> None:
+    target = q_target(
+        reward=torch.tensor([1.0]),
+        discount=torch.tensor([0.5]),
+        next_q_target=torch.tensor([[4.0, 2.0]]),
+        next_q_online=torch.tensor([[0.0, 9.0]]),  # online prefers action 1
+    )
+    torch.testing.assert_close(target, torch.tensor([1.0 + 0.5 * 2.0]))
+
+
+def test_n_step_discount_is_applied_as_given() -> None:
+    # reward is already the n-step sum; discount gamma**3
+    target = q_target(
+        reward=torch.tensor([2.71]),
+        discount=torch.tensor([0.9**3]),
+        next_q_target=torch.tensor([[1.0, 0.0]]),
+    )
+    assert float(target) == pytest.approx(2.71 + 0.729)
+
+
+def test_huber_and_mse_hand_values() -> None:
+    pred, tgt = torch.tensor([0.0, 0.0]), torch.tensor([0.5, 3.0])
+    loss, per = td_loss(pred, tgt, kind="huber")
+    torch.testing.assert_close(per, torch.tensor([0.125, 2.5]))
+    assert float(loss) == pytest.approx(1.3125)
+    loss, per = td_loss(pred, tgt, kind="mse", weights=torch.tensor([2.0, 0.0]))
+    assert float(loss) == pytest.approx((2 * 0.25 + 0) / 2)
+    with pytest.raises(ValueError, match="allowed"):
+        td_loss(pred, tgt, kind="l3")
+
+
+def test_polyak_update() -> None:
+    online, target = [torch.tensor([1.0, 2.0])], [torch.tensor([3.0, 6.0])]
+    polyak_update(online, target, tau=0.25)
+    torch.testing.assert_close(target[0], torch.tensor([2.5, 5.0]))
+    polyak_update(online, target, tau=1.0)
+    torch.testing.assert_close(target[0], online[0])

@@ -1,0 +1,100 @@
+"""The replay DataModule: collection schedule, autoreset handling, episode statistics."""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+import rlbench_test_envs  # noqa: F401
+from rlbench.algos.base import MetricAccumulator, ReplaySpec
+from rlbench.buffers import TrajectoryReplayBuffer
+from rlbench.data import ReplayDataModule
+from rlbench.envs import EnvFactory
+
+
+class StubModule:
+    def __init__(self, spec: ReplaySpec) -> None:
+        self.replay_spec = spec
+        self.metrics = MetricAccumulator()
+        self.calls: list[int] = []
+
+    def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray:
+        self.calls.append(env_step)
+        return np.zeros(len(obs), dtype=np.int64)
+
+
+def make_dm(
+    env_id: str, *, num_envs: int, spec: ReplaySpec, total: int, n_step: int = 1
+) -> tuple[ReplayDataModule, StubModule]:
+    dm = ReplayDataModule(
+        env=EnvFactory(id=env_id, num_envs=num_envs),
+        buffer=functools.partial(TrajectoryReplayBuffer, capacity=10_000, n_step=n_step),
+        seed=0,
+        total_env_steps=total,
+    )
+    module = StubModule(spec)
+    dm.trainer = SimpleNamespace(lightning_module=module, should_stop=False)  # type: ignore[assignment]
+    dm.setup("fit")
+    return dm, module
+
+
+def batches(dm: ReplayDataModule) -> list[dict[str, Any]]:
+    return list(iter(dm.train_dataloader()))
+
+
+def test_no_transition_crosses_an_episode_boundary() -> None:
+    spec = ReplaySpec(batch_size=256, learning_starts=50, train_every=4, gradient_steps=2, gamma=0.9)
+    dm, _ = make_dm("rlbench_test_envs:Counter-v0", num_envs=3, spec=spec, total=600, n_step=3)
+    for batch in batches(dm):
+        obs, nxt = batch["obs"].numpy(), batch["next_obs"].numpy()
+        same_episode = obs[:, 0] == nxt[:, 0]
+        assert same_episode.all(), "bootstrap observation from another episode"
+        steps = nxt[:, 1] - obs[:, 1]
+        np.testing.assert_array_equal(steps, batch["steps"].numpy())
+        # Counter rewards are t+1, t+2, ...: check the n-step sum by hand
+        expected = [sum(0.9**j * (t + 1 + j) for j in range(int(k))) for t, k in zip(obs[:, 1], steps)]
+        np.testing.assert_allclose(batch["reward"].numpy(), expected, rtol=1e-5)
+
+
+def test_schedule_random_warmup_then_train_every() -> None:
+    spec = ReplaySpec(batch_size=8, learning_starts=100, train_every=10, gradient_steps=3, gamma=0.99)
+    dm, module = make_dm("CartPole-v1", num_envs=2, spec=spec, total=300)
+    out = batches(dm)
+    assert dm.env_steps == 300
+    # a training phase of 3 gradient steps at env steps 100, 110, ..., 300
+    assert len(out) == 21 * 3
+    assert min(module.calls) >= 100  # the policy is not consulted during warm-up
+    assert [b["env_step"] for b in out[:6]] == [100, 100, 100, 110, 110, 110]
+    assert dm.trainer.should_stop
+
+
+def test_episode_statistics_exclude_the_autoreset_step() -> None:
+    spec = ReplaySpec(batch_size=8, learning_starts=10, train_every=10, gradient_steps=1, gamma=0.99)
+    dm, module = make_dm("rlbench_test_envs:Counter-v0", num_envs=1, spec=spec, total=200)
+    batches(dm)
+    lengths = module.metrics.pending("rollout/episode_length")
+    returns = module.metrics.pending("rollout/episode_return")
+    assert lengths and all(1 <= v <= 5 for v in lengths)
+    # return of an episode of length L is 1 + 2 + ... + L
+    for length, ret in zip(lengths, returns, strict=True):
+        assert ret == pytest.approx(length * (length + 1) / 2)
+
+
+def test_state_dict_round_trip_continues_identically() -> None:
+    spec = ReplaySpec(batch_size=16, learning_starts=20, train_every=5, gradient_steps=1, gamma=0.9)
+    a, _ = make_dm("CartPole-v1", num_envs=2, spec=spec, total=400)
+    it = iter(a.train_dataloader())
+    for _ in range(10):
+        next(it)
+    state = a.state_dict()
+    b, _ = make_dm("CartPole-v1", num_envs=2, spec=spec, total=400)
+    b.load_state_dict(state)
+    rest_a, rest_b = list(it), batches(b)
+    assert len(rest_a) == len(rest_b) > 0
+    for x, y in zip(rest_a, rest_b, strict=True):
+        for key in ("obs", "action", "reward", "next_obs", "discount"):
+            np.testing.assert_array_equal(x[key].numpy(), y[key].numpy())

@@ -1,0 +1,78 @@
+"""Action samplers and schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlbench.errors import ConfigError
+from rlbench.samplers import Boltzmann, EpsilonGreedy, Greedy, LazyScores, LinearSchedule
+
+
+def test_linear_schedule_hand_values() -> None:
+    s = LinearSchedule(start=1.0, end=0.1, duration=100)
+    assert s(0) == 1.0
+    assert s(50) == pytest.approx(0.55)
+    assert s(100) == pytest.approx(0.1)
+    assert s(10_000) == pytest.approx(0.1)
+    assert LinearSchedule(start=1.0, end=0.2, duration=0)(0) == 0.2
+
+
+def test_greedy_picks_argmax_per_row() -> None:
+    q = np.array([[0.0, 2.0, 1.0], [5.0, -1.0, 0.0]])
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(Greedy()(q, step=0, rng=rng), [1, 0])
+
+
+def test_epsilon_greedy_follows_schedule() -> None:
+    sampler = EpsilonGreedy(start=1.0, end=0.0, decay_steps=1000)
+    q = np.tile([[0.0, 0.0, 0.0, 1.0]], (20_000, 1))
+    rng = np.random.default_rng(0)
+    # epsilon 0.5 at step 500: greedy action 3 with prob 0.5 + 0.5/4
+    frac = (sampler(q, step=500, rng=rng) == 3).mean()
+    assert frac == pytest.approx(0.625, abs=0.02)
+    assert (sampler(q, step=1000, rng=rng) == 3).all()
+    assert sampler.stats(500)["epsilon"] == pytest.approx(0.5)
+
+
+def test_epsilon_greedy_skips_forward_when_all_explore_and_is_deterministic() -> None:
+    calls = []
+
+    def forward() -> np.ndarray:
+        calls.append(1)
+        return np.array([[0.0, 1.0]])
+
+    sampler = EpsilonGreedy(start=1.0, end=1.0, decay_steps=1)
+    a = sampler(LazyScores(forward, 1, 2), step=0, rng=np.random.default_rng(7))
+    assert calls == []
+    # the same draws are made with eager scores: results do not depend on the skip
+    b = sampler(np.array([[0.0, 1.0]]), step=0, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_explore_false_is_greedy_for_every_sampler() -> None:
+    q = np.array([[0.0, 3.0], [2.0, 1.0]])
+    for sampler in (EpsilonGreedy(start=1.0, end=1.0, decay_steps=1), Boltzmann(temperature=5.0)):
+        out = sampler(q, step=0, rng=np.random.default_rng(0), explore=False)
+        np.testing.assert_array_equal(out, [1, 0])
+
+
+def test_boltzmann_matches_softmax_frequencies() -> None:
+    q = np.tile([[0.0, np.log(3.0)]], (40_000, 1))  # softmax = [0.25, 0.75]
+    out = Boltzmann(temperature=1.0)(q, step=0, rng=np.random.default_rng(1))
+    assert (out == 1).mean() == pytest.approx(0.75, abs=0.01)
+    hot = Boltzmann(temperature=1e6)(q, step=0, rng=np.random.default_rng(1))
+    assert (hot == 1).mean() == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: EpsilonGreedy(start=1.5),
+        lambda: EpsilonGreedy(decay_steps=-1),
+        lambda: Boltzmann(temperature=0.0),
+    ],
+)
+def test_bad_parameters_raise_config_error(make) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError):
+        make()
