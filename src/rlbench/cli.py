@@ -1,8 +1,8 @@
 """``rlbench``: the Hydra entry point and the ONE place that instantiates config.
 
-    rlbench algo=dqn env=cartpole seed=3
-    rlbench experiment=dqn_cartpole
-    rlbench resume=outputs/dqn-CartPole-v1/2026-11-25/16-00-00_seed0 total_env_steps=200000
+rlbench algo=dqn env=cartpole seed=3
+rlbench experiment=dqn_cartpole
+rlbench resume=outputs/dqn-CartPole-v1/2026-11-25/16-00-00_seed0 total_env_steps=200000
 """
 
 from __future__ import annotations
@@ -132,7 +132,11 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
 
     callbacks: list[Any] = [
         EvalCallback(
-            env=env, every=cfg.trainer.eval_every, episodes=cfg.trainer.eval_episodes, seed=cfg.seed
+            env=env,
+            every=cfg.trainer.eval_every,
+            episodes=cfg.trainer.eval_episodes,
+            seed=cfg.seed,
+            stop_at_return=cfg.trainer.stop_at_eval_return,
         ),
         MetricsFlush(every=cfg.trainer.log_every),
         CheckpointCallback(dirpath=run_dir / "checkpoints", every=cfg.trainer.checkpoint_every),
@@ -177,6 +181,11 @@ def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
         resume_step = int(data_state["env_steps"])
         del ckpt
         save_resumed_config(cfg, run_dir)
+    elif (run_dir / "checkpoints" / "last.ckpt").exists() or (run_dir / "results.json").exists():
+        raise ConfigError(
+            f"run dir {run_dir} already holds a run; continue it with resume={run_dir} "
+            "or choose another hydra.run.dir"
+        )
     module, datamodule, trainer = build(cfg, run_dir, resume_step=resume_step)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if ckpt_path is not None and not datamodule.loaded_state:
@@ -221,8 +230,11 @@ def run(cfg: DictConfig) -> int:
         return 1
     write_results(run_dir, results)
     if results["status"] == "interrupted":
-        print(f"interrupted at env step {results['env_steps']}; continue with: "
-              f"rlbench resume={run_dir}", file=sys.stderr)
+        print(
+            f"interrupted at env step {results['env_steps']}; continue with: "
+            f"rlbench resume={run_dir}",
+            file=sys.stderr,
+        )
         return 130
     log.info("results: %s", json.dumps(results))
     return 0

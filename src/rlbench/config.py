@@ -104,6 +104,7 @@ class TrainerConfig:
     log_every: int = 1_000
     progress_bar: bool = True
     torch_threads: int = 1
+    stop_at_eval_return: float | None = None
 
 
 @dataclass

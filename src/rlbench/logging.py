@@ -54,7 +54,9 @@ class EnvStepCSVLogger(Logger):
         return None
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any
+    ) -> None:
         """Hyperparameters live in ``.hydra/config.yaml``; nothing to do."""
 
     def truncate_after(self, env_step: int) -> None:

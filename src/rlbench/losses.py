@@ -61,9 +61,7 @@ def td_loss(
     return loss, per_sample
 
 
-def polyak_update(
-    online: list[torch.Tensor], target: list[torch.Tensor], *, tau: float
-) -> None:
+def polyak_update(online: list[torch.Tensor], target: list[torch.Tensor], *, tau: float) -> None:
     """``target <- tau * online + (1 - tau) * target`` in place (``tau=1`` copies)."""
     with torch.no_grad():
         if tau >= 1.0:

@@ -15,11 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import DEBUG, ROOT, resume_in_process, run_cli, train_in_process
 from rlbench.errors import CheckpointError, ConfigError, NonFiniteLossError
+from tests.conftest import DEBUG, ROOT, resume_in_process, run_cli, train_in_process
 
-RESULT_KEYS = {"status", "env_steps", "eval_return_mean", "eval_return_std", "eval_episodes",
-               "wall_time_s"}
+RESULT_KEYS = {
+    "status",
+    "env_steps",
+    "eval_return_mean",
+    "eval_return_std",
+    "eval_episodes",
+    "wall_time_s",
+}
 
 
 def read_metrics(run_dir: Path, *, drop_perf: bool = True) -> list[dict[str, str]]:
@@ -60,9 +66,16 @@ def test_files_and_metrics_written(straight: Path) -> None:
 
     rows = read_metrics(straight, drop_perf=False)
     columns = set(rows[0])
-    for name in ("env_step", "train/loss", "train/q_mean", "train/epsilon",
-                 "rollout/episode_return", "rollout/episode_length", "eval/return_mean",
-                 "perf/env_steps_per_s"):
+    for name in (
+        "env_step",
+        "train/loss",
+        "train/q_mean",
+        "train/epsilon",
+        "rollout/episode_return",
+        "rollout/episode_length",
+        "eval/return_mean",
+        "perf/env_steps_per_s",
+    ):
         assert name in columns, name
     steps = [int(r["env_step"]) for r in rows]
     assert steps == sorted(steps) and steps[-1] == 2000
@@ -96,7 +109,9 @@ def test_resume_from_a_mid_run_checkpoint_drops_later_rows(tmp_path: Path) -> No
     train(ref, "total_env_steps=1000", "trainer.checkpoint_every=400")
     first = tmp_path / "first"
     train(first, "total_env_steps=400", "trainer.checkpoint_every=400")
-    (d / "checkpoints" / "last.ckpt").write_bytes((first / "checkpoints" / "last.ckpt").read_bytes())
+    (d / "checkpoints" / "last.ckpt").write_bytes(
+        (first / "checkpoints" / "last.ckpt").read_bytes()
+    )
     resume_in_process(d, [])
     assert read_metrics(d) == read_metrics(ref)
 
@@ -181,8 +196,12 @@ def test_resume_refuses_group_changes(tmp_path: Path) -> None:
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     # NaN rewards start after 700 env steps; a checkpoint is written every 500
     with pytest.raises(NonFiniteLossError) as info:
-        train(tmp_path, "env.id=rlbench_test_envs:NaNReward-v0", "trainer.eval_every=0",
-              "total_env_steps=1000")
+        train(
+            tmp_path,
+            "env.id=rlbench_test_envs:NaNReward-v0",
+            "trainer.eval_every=0",
+            "total_env_steps=1000",
+        )
     line = str(info.value)
     assert "non-finite loss at gradient step" in line and "last good checkpoint" in line
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -193,9 +212,21 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) ->
 def test_ctrl_c_saves_and_exits_cleanly_then_resumes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rlbench.cli", *DEBUG, f"hydra.run.dir={tmp_path}",
-         "total_env_steps=200000", "trainer.checkpoint_every=0", "trainer.eval_every=0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "rlbench.cli",
+            *DEBUG,
+            f"hydra.run.dir={tmp_path}",
+            "total_env_steps=200000",
+            "trainer.checkpoint_every=0",
+            "trainer.eval_every=0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
     while not (tmp_path / "metrics.csv").exists() and time.time() < deadline:
@@ -212,3 +243,11 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resumes(tmp_path: Path) -> None:
     assert ckpt["ReplayDataModule"]["env_steps"] == stopped_at < 200000
     done = resume_in_process(tmp_path, [f"total_env_steps={stopped_at + 300}"])
     assert done["env_steps"] == stopped_at + 300
+
+
+def test_fresh_run_refuses_a_dir_that_holds_a_run(tmp_path: Path) -> None:
+    train(tmp_path, "total_env_steps=300")
+    before = (tmp_path / "metrics.csv").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run; continue it with resume="):
+        train(tmp_path, "total_env_steps=300")
+    assert (tmp_path / "metrics.csv").read_bytes() == before

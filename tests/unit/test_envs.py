@@ -76,7 +76,7 @@ def test_auto_picks_native_only_for_many_envs() -> None:
 
 
 def test_unknown_env_id_names_close_matches() -> None:
-    with pytest.raises(ConfigError, match="unknown env.id 'CartPol-v1'.*CartPole-v1"):
+    with pytest.raises(ConfigError, match=r"unknown env.id 'CartPol-v1'.*CartPole-v1"):
         EnvFactory(id="CartPol-v1")
     with pytest.raises(ConfigError, match="vectorization"):
         EnvFactory(id="CartPole-v1", vectorization="threads")

@@ -54,3 +54,22 @@ def test_polyak_update() -> None:
     torch.testing.assert_close(target[0], torch.tensor([2.5, 5.0]))
     polyak_update(online, target, tau=1.0)
     torch.testing.assert_close(target[0], online[0])
+
+
+def test_lean_clip_grad_norm_matches_torch() -> None:
+    from rlbench.algos.base import clip_grad_norm_
+
+    torch.manual_seed(0)
+    a = [torch.randn(3, 4, requires_grad=True), torch.randn(5, requires_grad=True)]
+    b = [t.detach().clone().requires_grad_(True) for t in a]
+    for params in (a, b):
+        (sum((p**2).sum() for p in params) * 10).backward()  # type: ignore[union-attr]
+    norm_a = clip_grad_norm_(a, 1.0)
+    norm_b = torch.nn.utils.clip_grad_norm_(b, 1.0)
+    torch.testing.assert_close(norm_a, norm_b)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x.grad, y.grad)
+    small = [torch.ones(2, requires_grad=True)]
+    small[0].grad = torch.full((2,), 0.1)
+    clip_grad_norm_(small, 10.0)
+    torch.testing.assert_close(small[0].grad, torch.full((2,), 0.1))  # under the bound: unchanged

@@ -16,7 +16,9 @@ def make(capacity: int = 100, num_envs: int = 1, seed: int = 0) -> TrajectoryRep
     )
 
 
-def feed(buf: TrajectoryReplayBuffer, steps: list[tuple[float, bool, bool]], start_obs: float = 0.0):
+def feed(
+    buf: TrajectoryReplayBuffer, steps: list[tuple[float, bool, bool]], start_obs: float = 0.0
+):
     """Feed one env a NEXT_STEP stream: (reward, terminated, truncated) per env step.
 
     Observations count up from ``start_obs`` (``obs == row number``), so a sample's

@@ -47,7 +47,9 @@ def batches(dm: ReplayDataModule) -> list[dict[str, Any]]:
 
 
 def test_no_transition_crosses_an_episode_boundary() -> None:
-    spec = ReplaySpec(batch_size=256, learning_starts=50, train_every=4, gradient_steps=2, gamma=0.9)
+    spec = ReplaySpec(
+        batch_size=256, learning_starts=50, train_every=4, gradient_steps=2, gamma=0.9
+    )
     dm, _ = make_dm("rlbench_test_envs:Counter-v0", num_envs=3, spec=spec, total=600, n_step=3)
     for batch in batches(dm):
         obs, nxt = batch["obs"].numpy(), batch["next_obs"].numpy()
@@ -56,12 +58,17 @@ def test_no_transition_crosses_an_episode_boundary() -> None:
         steps = nxt[:, 1] - obs[:, 1]
         np.testing.assert_array_equal(steps, batch["steps"].numpy())
         # Counter rewards are t+1, t+2, ...: check the n-step sum by hand
-        expected = [sum(0.9**j * (t + 1 + j) for j in range(int(k))) for t, k in zip(obs[:, 1], steps)]
+        expected = [
+            sum(0.9**j * (t + 1 + j) for j in range(int(k)))
+            for t, k in zip(obs[:, 1], steps, strict=True)
+        ]
         np.testing.assert_allclose(batch["reward"].numpy(), expected, rtol=1e-5)
 
 
 def test_schedule_random_warmup_then_train_every() -> None:
-    spec = ReplaySpec(batch_size=8, learning_starts=100, train_every=10, gradient_steps=3, gamma=0.99)
+    spec = ReplaySpec(
+        batch_size=8, learning_starts=100, train_every=10, gradient_steps=3, gamma=0.99
+    )
     dm, module = make_dm("CartPole-v1", num_envs=2, spec=spec, total=300)
     out = batches(dm)
     assert dm.env_steps == 300
@@ -73,7 +80,9 @@ def test_schedule_random_warmup_then_train_every() -> None:
 
 
 def test_episode_statistics_exclude_the_autoreset_step() -> None:
-    spec = ReplaySpec(batch_size=8, learning_starts=10, train_every=10, gradient_steps=1, gamma=0.99)
+    spec = ReplaySpec(
+        batch_size=8, learning_starts=10, train_every=10, gradient_steps=1, gamma=0.99
+    )
     dm, module = make_dm("rlbench_test_envs:Counter-v0", num_envs=1, spec=spec, total=200)
     batches(dm)
     lengths = module.metrics.pending("rollout/episode_length")

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlbench.algos.base import ReplaySpec, RLModule
+from rlbench.algos.base import ReplaySpec, RLModule, clip_grad_norm_
+from rlbench.data.protocol import datamodule_of
 from rlbench.errors import ConfigError
 from rlbench.losses import polyak_update, q_target, td_loss
 from rlbench.networks import numpy_forward
@@ -67,12 +68,12 @@ class DQN(RLModule):
         self.optimizer_factory = optimizer
         self.sampler = sampler
         self.gamma = gamma
-        self.double = double
+        self.double_q = double
         self.target_update_every = target_update_every
         self.tau = tau
         self.max_grad_norm = max_grad_norm
         self.loss_kind = loss
-        self.replay_spec = ReplaySpec(
+        self.replay_spec: ReplaySpec = ReplaySpec(
             batch_size=batch_size,
             learning_starts=learning_starts,
             train_every=train_every,
@@ -118,7 +119,10 @@ class DQN(RLModule):
     def training_step(self, dataloader_iter: Iterator[Any]) -> None:
         batch, _, _ = next(dataloader_iter)
         env_step = int(batch["env_step"])
-        if env_step // self.target_update_every > self.last_target_update // self.target_update_every:
+        if (
+            env_step // self.target_update_every
+            > self.last_target_update // self.target_update_every
+        ):
             polyak_update(
                 list(self.q_net.parameters()), list(self.target_net.parameters()), tau=self.tau
             )
@@ -132,18 +136,20 @@ class DQN(RLModule):
                 reward=batch["reward"],
                 discount=batch["discount"],
                 next_q_target=self.target_net(next_obs),
-                next_q_online=self.q_net(next_obs) if self.double else None,
+                next_q_online=self.q_net(next_obs) if self.double_q else None,
             )
-        loss, per_sample = td_loss(q_taken, target, kind=self.loss_kind, weights=batch["weights"])
+        weights = batch.get("weights")  # importance weights: prioritized replay only
+        loss, per_sample = td_loss(q_taken, target, kind=self.loss_kind, weights=weights)
 
         opt = self.optimizers()
+        assert not isinstance(opt, list)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm, foreach=True)
+            clip_grad_norm_(list(self.q_net.parameters()), self.max_grad_norm)
         opt.step()
 
-        self.trainer.datamodule.update_priorities(batch["indices"], per_sample.detach())
+        datamodule_of(self.trainer).update_priorities(batch["indices"], per_sample.detach())
         self.metrics.add("train/loss", loss.detach())
         self.metrics.add("train/q_mean", q_taken.detach().mean())
 

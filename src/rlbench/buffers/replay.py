@@ -188,17 +188,16 @@ class TrajectoryReplayBuffer:
         }
 
     def sample(self, batch_size: int, *, n_step: int, gamma: float) -> Batch:
-        """A uniform batch of n-step transitions (see ``gather``) plus ``indices``/``weights``.
+        """A uniform batch of n-step transitions (see ``gather``) plus ``indices``.
 
-        ``indices (B,)`` are flat slots ``row * num_envs + env`` for ``update``; ``weights``
-        are ones (importance weights of uniform sampling).
+        ``indices (B,)`` are flat slots ``row * num_envs + env`` for ``update``. Uniform
+        samples carry no ``weights`` (all ones); prioritized buffers add them.
         """
         if not self.can_sample(n_step):
             raise RuntimeError(f"replay buffer has {len(self)} steps: too few to sample")
         rows, envs = self._draw(batch_size, n_step)
         batch = self.gather(rows, envs, n_step=n_step, gamma=gamma)
         batch["indices"] = rows * self.num_envs + envs
-        batch["weights"] = np.ones(batch_size, dtype=np.float32)
         return batch
 
     def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:

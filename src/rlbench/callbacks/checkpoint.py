@@ -10,6 +10,8 @@ from typing import Any
 
 import lightning as L
 
+from rlbench.data.protocol import datamodule_of
+
 
 class CheckpointCallback(L.Callback):
     """Saves a resumable checkpoint; the first Ctrl-C saves and stops cleanly, a second one
@@ -43,13 +45,13 @@ class CheckpointCallback(L.Callback):
             self._previous_handler = None
 
     def save(self, trainer: L.Trainer, module: Any) -> None:
-        env_step = trainer.datamodule.env_steps
+        env_step = datamodule_of(trainer).env_steps
         module.assert_finite(env_step=env_step)
         self.last_save_step = env_step
         trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
-        env_step = trainer.datamodule.env_steps
+        env_step = datamodule_of(trainer).env_steps
         if self.interrupted:
             self.save(trainer, module)
             trainer.should_stop = True
@@ -57,7 +59,7 @@ class CheckpointCallback(L.Callback):
             self.save(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
-        if self.last_save_step != trainer.datamodule.env_steps or not self.path.exists():
+        if self.last_save_step != datamodule_of(trainer).env_steps or not self.path.exists():
             self.save(trainer, module)
 
     def teardown(self, trainer: L.Trainer, module: Any, stage: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
+from rlbench.data.protocol import datamodule_of
 from rlbench.envs import EVAL_SEED_OFFSET, EnvFactory
 
 
@@ -15,13 +16,13 @@ def evaluate(
 ) -> np.ndarray:
     """Returns ``(episodes,)`` undiscounted returns of the deterministic policy.
 
-    Episode ``j`` runs in its own env reset with ``seed + EVAL_SEED_OFFSET + j``, all
-    episodes in one vector env, so an evaluation is a pure function of the policy weights:
+    Episode ``j`` runs in env ``j`` of one vector env reset with ``seed + EVAL_SEED_OFFSET``
+    (env ``j`` gets ``+ j``), so an evaluation is a pure function of the policy weights:
     there is no evaluation env state to checkpoint and resumed runs evaluate identically.
     """
     envs = env_factory.make(num_envs=episodes)
     try:
-        obs, _ = envs.reset(seed=[seed + EVAL_SEED_OFFSET + j for j in range(episodes)])
+        obs, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
         returns = np.zeros(episodes, dtype=np.float64)
         running = np.ones(episodes, dtype=np.bool_)
         while running.any():
@@ -39,10 +40,21 @@ class EvalCallback(L.Callback):
     that cross a multiple of ``every``, and once more at the end of training.
 
     Owns the evaluation envs (separate instances, disjoint seeds) -- never the train envs.
+    With ``stop_at_return`` set, training stops once an evaluation's mean return reaches it
+    (like Stable-Baselines3's ``StopTrainingOnRewardThreshold``).
     """
 
-    def __init__(self, *, env: EnvFactory, every: int, episodes: int, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        env: EnvFactory,
+        every: int,
+        episodes: int,
+        seed: int,
+        stop_at_return: float | None = None,
+    ) -> None:
         self.env_factory = env
+        self.stop_at_return = stop_at_return
         self.every = every
         self.episodes = episodes
         self.seed = seed
@@ -54,7 +66,7 @@ class EvalCallback(L.Callback):
         return "EvalCallback"
 
     def run(self, trainer: L.Trainer, module: Any) -> None:
-        env_step = trainer.datamodule.env_steps
+        env_step = datamodule_of(trainer).env_steps
         returns = evaluate(
             module, self.env_factory, episodes=self.episodes, seed=self.seed, env_step=env_step
         )
@@ -66,14 +78,16 @@ class EvalCallback(L.Callback):
         self.last_eval_step = env_step
         for logger in trainer.loggers:
             logger.log_metrics(self.last, step=env_step)
+        if self.stop_at_return is not None and self.last["eval/return_mean"] >= self.stop_at_return:
+            trainer.should_stop = True
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
-        env_step = trainer.datamodule.env_steps
+        env_step = datamodule_of(trainer).env_steps
         if self.every > 0 and env_step // self.every > max(self.last_eval_step, 0) // self.every:
             self.run(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
-        if self.last_eval_step != trainer.datamodule.env_steps:
+        if self.last_eval_step != datamodule_of(trainer).env_steps:
             self.run(trainer, module)
 
     def state_dict(self) -> dict[str, Any]:

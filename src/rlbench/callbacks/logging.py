@@ -7,6 +7,8 @@ from typing import Any
 
 import lightning as L
 
+from rlbench.data.protocol import datamodule_of
+
 
 class MetricsFlush(L.Callback):
     """Every ``every`` env steps (and at the end): ``train/*``, ``rollout/*`` means since the
@@ -29,11 +31,11 @@ class MetricsFlush(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
         self._t = time.perf_counter()
-        self._env0 = trainer.datamodule.env_steps
+        self._env0 = datamodule_of(trainer).env_steps
         self._grad0 = trainer.global_step
 
     def flush(self, trainer: L.Trainer, module: Any) -> None:
-        env_step = trainer.datamodule.env_steps
+        env_step = datamodule_of(trainer).env_steps
         module.assert_finite(env_step=env_step)
         metrics = module.metrics.compute()
         metrics.update(module.train_stats(env_step=env_step))
@@ -47,12 +49,12 @@ class MetricsFlush(L.Callback):
             logger.log_metrics(metrics, step=env_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
-        env_step = trainer.datamodule.env_steps
+        env_step = datamodule_of(trainer).env_steps
         if env_step // self.every > self.last_flush_step // self.every:
             self.flush(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
-        if self.last_flush_step != trainer.datamodule.env_steps:
+        if self.last_flush_step != datamodule_of(trainer).env_steps:
             self.flush(trainer, module)
         for logger in trainer.loggers:
             logger.save()

@@ -15,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from rlbench.data.protocol import datamodule_of
+
 
 class EnvStepProgressBar(L.Callback):
     """Shows env steps done of ``total_env_steps`` and the latest returns; refreshes at most
@@ -40,7 +42,7 @@ class EnvStepProgressBar(L.Callback):
         )
         self.progress.start()
         self.task = self.progress.add_task(
-            module.name, total=self.total, completed=trainer.datamodule.env_steps, info=""
+            module.name, total=self.total, completed=datamodule_of(trainer).env_steps, info=""
         )
 
     def _update(self, trainer: L.Trainer, module: Any, force: bool = False) -> None:
@@ -53,9 +55,8 @@ class EnvStepProgressBar(L.Callback):
             last = getattr(cb, "last", None)
             if isinstance(last, dict) and "eval/return_mean" in last:
                 info.append(f"eval {last['eval/return_mean']:.1f}")
-        self.progress.update(
-            self.task, completed=trainer.datamodule.env_steps, info=" ".join(info)
-        )
+        done = datamodule_of(trainer).env_steps
+        self.progress.update(self.task, completed=done, info=" ".join(info))
         self.progress.refresh()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:

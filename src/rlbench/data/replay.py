@@ -15,23 +15,23 @@ import pickle
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 import numpy as np
 import torch
 
-from rlbench.algos.base import ReplaySpec, RLModule
 from rlbench.buffers import TrajectoryReplayBuffer
+from rlbench.data.protocol import ReplaySpec
 from rlbench.envs import EnvFactory, random_actions
 from rlbench.errors import CheckpointError
 
 
 def global_rng_state() -> dict[str, Any]:
     """python / numpy-global / torch RNG states in a ``weights_only``-loadable form."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state())
     return {
-        "python": list(random.getstate()[1]) + [random.getstate()[2]],
+        "python": [*random.getstate()[1], random.getstate()[2]],
         "numpy": {
             "keys": torch.from_numpy(np_state[1].copy()),
             "pos": int(np_state[2]),
@@ -48,6 +48,15 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
+
+
+class ReplayLearner(Protocol):
+    """What the replay DataModule needs of its module (``RLModule`` with a replay schedule)."""
+
+    replay_spec: ReplaySpec
+    metrics: Any
+
+    def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray: ...
 
 
 class _Stream:
@@ -122,8 +131,9 @@ class ReplayDataModule(L.LightningDataModule):
         self.buffer.start(self.obs)
 
     @property
-    def module(self) -> RLModule:
-        return self.trainer.lightning_module  # type: ignore[return-value]
+    def module(self) -> ReplayLearner:
+        assert self.trainer is not None
+        return cast(ReplayLearner, self.trainer.lightning_module)
 
     def train_dataloader(self) -> _Stream:
         return _Stream(self._next_batch)
@@ -139,6 +149,7 @@ class ReplayDataModule(L.LightningDataModule):
         assert self.buffer is not None
         while self.pending_gradient_steps == 0:
             if self.env_steps >= self.total_env_steps:
+                assert self.trainer is not None
                 self.trainer.should_stop = True
                 raise StopIteration
             t0 = time.perf_counter()
@@ -157,8 +168,9 @@ class ReplayDataModule(L.LightningDataModule):
     def _collect(self, spec: ReplaySpec) -> None:
         """Step the envs up to the next multiple of ``train_every`` env steps."""
         n = self.envs.num_envs
-        target = min((self.env_steps // spec.train_every + 1) * spec.train_every,
-                     self.total_env_steps)
+        target = min(
+            (self.env_steps // spec.train_every + 1) * spec.train_every, self.total_env_steps
+        )
         module, buffer = self.module, self.buffer
         assert buffer is not None
         while self.env_steps < target:
@@ -180,6 +192,11 @@ class ReplayDataModule(L.LightningDataModule):
             self.env_steps += n
 
     def _track_episodes(self, reward: np.ndarray, done: np.ndarray) -> None:
+        if not (done.any() or self.prev_done.any()):  # the common case, kept cheap
+            self.ep_return += reward
+            self.ep_length += 1
+            self.prev_done = done
+            return
         stepped = ~self.prev_done  # envs that autoreset this step took no real step
         self.ep_return[stepped] += reward[stepped]
         self.ep_length[stepped] += 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 import functools
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 

@@ -19,9 +19,7 @@ def activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(
-            f"network.activation='{name}': allowed {', '.join(ACTIVATIONS)}"
-        ) from None
+        raise ValueError(f"network.activation='{name}': allowed {', '.join(ACTIVATIONS)}") from None
 
 
 class MLP(nn.Sequential):
