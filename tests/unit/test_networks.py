@@ -13,7 +13,7 @@ from rlbench.networks import MLP, numpy_forward
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_numpy_forward_matches_torch(activation: str) -> None:
     torch.manual_seed(0)
-    net = MLP(6, 3, hidden=(32, 16), activation=activation)
+    net = MLP((2, 3), 3, hidden=(32, 16), activation=activation)
     fn = numpy_forward(net)
     assert fn is not None
     x = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)

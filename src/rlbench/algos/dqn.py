@@ -29,8 +29,8 @@ class DQN(RLModule):
     """Deep Q-learning over n-step replay batches.
 
     Args:
-        network: partial ``(in_features, out_features) -> nn.Module`` mapping
-            ``(B, *obs_shape)`` observations to ``(B, num_actions)`` Q-values.
+        network: encoder partial ``(in_shape=obs_shape) -> nn.Module`` with ``out_features``;
+            a linear Q head ``(B, out_features) -> (B, num_actions)`` goes on top.
         optimizer: partial ``(params, lr) -> Optimizer``.
         sampler: exploration policy over Q-values.
         gamma: discount per env step.
@@ -90,9 +90,9 @@ class DQN(RLModule):
                 "(use a continuous-control algorithm such as SAC or PPO)"
             )
         assert observation_space.shape is not None
-        in_features = int(np.prod(observation_space.shape))
         self.num_actions = int(action_space.n)
-        self.q_net = self.network_factory(in_features, self.num_actions)
+        encoder = self.network_factory(in_shape=tuple(observation_space.shape))
+        self.q_net = nn.Sequential(encoder, nn.Linear(encoder.out_features, self.num_actions))
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

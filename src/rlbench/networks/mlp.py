@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -25,20 +26,22 @@ def activation(name: str) -> nn.Module:
 class MLP(nn.Sequential):
     """``Flatten -> [Linear -> act] * len(hidden) [-> Linear(out_features)]``.
 
-    Input ``(B, *obs_shape)`` float, output ``(B, out_features)`` (or ``(B, hidden[-1])``
-    when ``out_features`` is None, for use as an encoder in front of a head).
+    The encoder protocol every ``network=`` option follows: built as
+    ``network(in_shape=obs_shape)`` inside the module, it maps ``(B, *in_shape)`` to
+    ``(B, out_features)`` and exposes ``out_features``; algorithms put their heads on top.
+    With ``out_features`` given the last layer is linear (a complete network).
     """
 
     def __init__(
         self,
-        in_features: int,
+        in_shape: Sequence[int] | int,
         out_features: int | None = None,
         *,
         hidden: Sequence[int] = (120, 84),
         activation: str = "relu",
     ) -> None:
         layers: list[nn.Module] = [nn.Flatten(start_dim=1)]
-        width = in_features
+        width = in_shape if isinstance(in_shape, int) else int(math.prod(in_shape))
         for h in hidden:
             layers += [nn.Linear(width, h), globals()["activation"](activation)]
             width = h
