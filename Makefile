@@ -38,7 +38,9 @@ unit: $(STAMP)
 ## Benchmarks (minutes; never part of `make test`). Needs the bench extra (SB3).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python scripts/bench_dqn.py
+	@for script in scripts/bench_*.py; do \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

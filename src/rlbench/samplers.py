@@ -16,13 +16,18 @@ import numpy as np
 from rlbench.errors import ConfigError
 
 
-@dataclass(frozen=True)
 class LazyScores:
-    """Scores ``(batch_size, num_actions)`` computed only when a sampler asks for them."""
+    """Scores ``(batch_size, num_actions)`` computed only when a sampler asks for them.
 
-    fn: Callable[[], np.ndarray]
-    batch_size: int
-    num_actions: int
+    (A plain slotted class: it is built once per env step, where a dataclass costs more.)
+    """
+
+    __slots__ = ("batch_size", "fn", "num_actions")
+
+    def __init__(self, fn: Callable[[], np.ndarray], batch_size: int, num_actions: int) -> None:
+        self.fn = fn
+        self.batch_size = batch_size
+        self.num_actions = num_actions
 
     def values(self) -> np.ndarray:
         return self.fn()
@@ -96,8 +101,11 @@ class EpsilonGreedy(ActionSampler):
 
     def explore(self, scores: Scores, *, step: int, rng: np.random.Generator) -> np.ndarray:
         b, a = _shape(scores)
-        random = rng.random(b) < self.epsilon(step)
-        actions = rng.integers(a, size=b)
+        # One draw of 2B uniforms per call (cheaper than random + integers): the first B
+        # decide who explores, the last B pick their uniform actions.
+        u = rng.random(2 * b)
+        random = u[:b] < self.epsilon(step)
+        actions = (u[b:] * a).astype(np.int64)
         if random.all():
             return actions
         greedy = _values(scores).argmax(axis=1)

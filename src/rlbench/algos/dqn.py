@@ -21,7 +21,7 @@ from rlbench.algos.base import ReplaySpec, RLModule, clip_grad_norm_
 from rlbench.data.protocol import datamodule_of
 from rlbench.errors import ConfigError
 from rlbench.losses import polyak_update, q_target, td_loss
-from rlbench.networks import numpy_forward
+from rlbench.networks import feature_dim, numpy_forward
 from rlbench.samplers import ActionSampler, LazyScores
 
 
@@ -92,7 +92,7 @@ class DQN(RLModule):
         assert observation_space.shape is not None
         self.num_actions = int(action_space.n)
         encoder = self.network_factory(in_shape=tuple(observation_space.shape))
-        self.q_net = nn.Sequential(encoder, nn.Linear(encoder.out_features, self.num_actions))
+        self.q_net = nn.Sequential(encoder, nn.Linear(feature_dim(encoder), self.num_actions))
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

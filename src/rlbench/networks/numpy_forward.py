@@ -74,3 +74,11 @@ def numpy_forward(module: nn.Module) -> Op | None:
         return x
 
     return forward
+
+
+def feature_dim(encoder: nn.Module) -> int:
+    """The ``out_features`` width every encoder exposes, checked (heads are sized by it)."""
+    width = encoder.__dict__.get("out_features")
+    if not isinstance(width, int):
+        raise TypeError(f"{type(encoder).__name__} does not expose an int out_features")
+    return width
