@@ -14,6 +14,23 @@ counting itself) is sampleable once its n-window is known: ``a >= n`` or its epi
 within those ``a`` rows. It returns the n-step discounted reward, the bootstrap
 observation and its discount ``gamma**L`` (``L <= n`` steps taken; ``0`` when the window
 ends in termination, while truncation bootstraps from the true final observation).
+
+Frame stacks. With ``frame_stack=k > 1`` an observation is a stack of ``k`` frames on its
+first axis (Atari: ``(4, 84, 84)`` uint8) and only its newest frame is stored, so a
+transition costs one frame instead of ``k`` (about 7 GB instead of 28 GB for 1M Atari
+transitions). Stacks are rebuilt at sample time from the preceding rows of the same env.
+Which rows may be used is decided when a stack is stored, by comparing it with the stack
+stored before it: a stack *linked* to its predecessor (its first ``k - 1`` frames are the
+predecessor's last ``k - 1``) extends the chain; any other stack starts a new chain and must
+be padded in a known way (all older frames zero, as ale-py pads after a reset, or all equal
+to the newest, as Gymnasium's ``FrameStackObservation`` can) -- otherwise it is marked
+unknown and transitions that would need its missing frames are never sampled. Each row
+keeps ``depth`` (how many predecessors its stack reaches, at most ``k - 1``) and the
+padding of the slots beyond it, so a rebuilt stack equals the stored one bit for bit.
+
+Reward clipping. ``clip_rewards=True`` clips each per-step reward to ``[-1, 1]`` before the
+n-step sum (Mnih et al. 2015); stored rewards stay raw, and so do logged episode returns.
+The config key is ``algo.clip_rewards`` (``buffer.clip_rewards`` follows it).
 """
 
 from __future__ import annotations
@@ -24,6 +41,48 @@ import numpy as np
 import torch
 
 Batch = dict[str, np.ndarray]
+
+#: Padding of the stack slots older than a row's ``depth``.
+PAD_ZERO, PAD_REPEAT, PAD_UNKNOWN = 0, 1, 2
+
+
+def stack_padding(stacks: np.ndarray) -> np.ndarray:
+    """How each fresh stack ``(B, k, *frame)`` is padded: ``PAD_ZERO`` when its ``k - 1``
+    older frames are all zero, ``PAD_REPEAT`` when they all equal the newest frame, else
+    ``PAD_UNKNOWN``. Returns ``(B,)`` int8."""
+    n = len(stacks)
+    older = stacks[:, :-1].reshape(n, -1)
+    zero = ~older.any(axis=1)
+    repeat = (stacks[:, :-1] == stacks[:, -1:]).reshape(n, -1).all(axis=1)
+    out = np.full(n, PAD_UNKNOWN, dtype=np.int8)
+    out[repeat] = PAD_REPEAT
+    out[zero] = PAD_ZERO
+    return out
+
+
+def rebuild_stacks(
+    frames: np.ndarray,
+    rows: np.ndarray,
+    envs: np.ndarray,
+    *,
+    depth: np.ndarray,
+    padding: np.ndarray,
+    k: int,
+) -> np.ndarray:
+    """Stacks ``(B, k, *frame)`` ending at ``frames[rows[i], envs[i]]``.
+
+    ``frames`` is a ring ``(R, E, *frame)`` of newest frames; slot ``j`` of a stack is the
+    frame ``k - 1 - j`` rows back when that is within the row's ``depth (B,)``, otherwise
+    padding: zeros (``PAD_ZERO``) or the oldest frame in reach (``PAD_REPEAT``).
+    """
+    offsets = np.arange(k - 1, -1, -1)  # slot j holds the frame `offsets[j]` rows back
+    reach = np.minimum(offsets[None, :], depth[:, None].astype(np.int64))  # (B, k)
+    src = (rows[:, None] - reach) % frames.shape[0]
+    out = frames[src, envs[:, None]]
+    zero = (offsets[None, :] > depth[:, None]) & (padding == PAD_ZERO)[:, None]
+    if zero.any():
+        out[zero] = 0
+    return out
 
 
 class TrajectoryReplayBuffer:
@@ -37,6 +96,11 @@ class TrajectoryReplayBuffer:
         n_step: default n for ``sample`` (the DataModule passes it explicitly).
         seed: seed of the buffer's own sampling generator.
         checkpoint: whether the contents are saved in checkpoints.
+        frame_stack: observations stack this many frames on their first axis; only the
+            newest frame of each is stored and stacks are rebuilt at sample time (1: store
+            observations whole).
+        clip_rewards: clip each per-step reward to ``[-1, 1]`` when sampling; stored
+            rewards stay raw.
     """
 
     def __init__(
@@ -51,17 +115,35 @@ class TrajectoryReplayBuffer:
         n_step: int = 1,
         seed: int = 0,
         checkpoint: bool = True,
+        frame_stack: int = 1,
+        clip_rewards: bool = False,
     ) -> None:
         rows = capacity // num_envs
         if rows < 2:
             raise ValueError(f"buffer.capacity={capacity} is too small for {num_envs} envs")
         if n_step < 1:
             raise ValueError(f"buffer.n_step={n_step}: must be >= 1")
+        if frame_stack < 1:
+            raise ValueError(f"buffer.frame_stack={frame_stack}: must be >= 1")
+        if frame_stack > 1 and (len(obs_shape) < 2 or obs_shape[0] != frame_stack):
+            raise ValueError(
+                f"buffer.frame_stack={frame_stack}: observations of shape {obs_shape} are not "
+                f"stacks of {frame_stack} frames on their first axis (use buffer.frame_stack=1)"
+            )
         self.rows = rows
         self.num_envs = num_envs
         self.n_step = n_step
         self.checkpoint = checkpoint
-        self.obs = np.zeros((rows, num_envs, *obs_shape), dtype=obs_dtype)
+        self.frame_stack = frame_stack
+        self.clip_rewards = clip_rewards
+        stored_shape = obs_shape[1:] if frame_stack > 1 else obs_shape
+        self.obs = np.zeros((rows, num_envs, *stored_shape), dtype=obs_dtype)
+        # frame stacks: chain depth and padding per row, and the last stack stored per env
+        self.depth = np.zeros((rows, num_envs) if frame_stack > 1 else (0, 0), dtype=np.int8)
+        self.padding = np.zeros_like(self.depth)
+        self._last_stack = np.zeros(
+            (num_envs, *obs_shape) if frame_stack > 1 else (0,), dtype=obs_dtype
+        )
         self.action = np.zeros((rows, num_envs, *action_shape), dtype=action_dtype)
         self.reward = np.zeros((rows, num_envs), dtype=np.float32)
         self.terminated = np.zeros((rows, num_envs), dtype=np.bool_)
@@ -75,8 +157,26 @@ class TrajectoryReplayBuffer:
     # ------------------------------------------------------------------ writing
     def start(self, obs: np.ndarray) -> None:
         """Store the first observations ``(num_envs, *obs_shape)`` after ``env.reset``."""
-        self.obs[self.head] = obs
+        self._store_obs(self.head, obs, first=True)
         self.started = True
+
+    def _store_obs(self, row: int, obs: np.ndarray, *, first: bool) -> None:
+        """Write observations ``(num_envs, *obs_shape)`` at ``row`` (newest frames only when
+        stacking, with the chain bookkeeping described in the module docstring)."""
+        if self.frame_stack == 1:
+            self.obs[row] = obs
+            return
+        k, n = self.frame_stack, self.num_envs
+        self.obs[row] = obs[:, -1]
+        if first:
+            linked = np.zeros(n, dtype=np.bool_)
+        else:
+            linked = (obs[:, :-1] == self._last_stack[:, 1:]).reshape(n, -1).all(axis=1)
+        prev = (row - 1) % self.rows
+        fresh_padding = stack_padding(obs) if not linked.all() else self.padding[prev]
+        self.depth[row] = np.where(linked, np.minimum(self.depth[prev] + 1, k - 1), 0)
+        self.padding[row] = np.where(linked, self.padding[prev], fresh_padding)
+        self._last_stack[...] = obs
 
     def add(
         self,
@@ -107,7 +207,7 @@ class TrajectoryReplayBuffer:
         self.truncated[h] = truncated
         self.ignored[h] = ignored
         h = (h + 1) % self.rows
-        self.obs[h] = next_obs
+        self._store_obs(h, next_obs, first=False)
         self.head = h
         self.complete = min(self.complete + 1, self.rows - 1)
 
@@ -119,7 +219,9 @@ class TrajectoryReplayBuffer:
     def can_sample(self, n_step: int | None = None) -> bool:
         """Whether some transition's n-window is known (the oldest row's, or one that ends)."""
         n = n_step or self.n_step
-        if self.complete >= n + 1:
+        # Of the two rows aged complete - k + 1 and complete - k, one is not ignored, and
+        # both have a known window and a stack within reach.
+        if self.complete >= n + self.frame_stack:
             return True
         ages = np.arange(1, self.complete + 1)
         rows = (self.head - ages) % self.rows
@@ -129,8 +231,13 @@ class TrajectoryReplayBuffer:
         return False
 
     def _valid(self, rows: np.ndarray, envs: np.ndarray, ages: np.ndarray, n: int) -> np.ndarray:
-        """Which ``(row, env)`` transitions of the given ages have a known n-window."""
+        """Which ``(row, env)`` transitions of the given ages have a known n-window (and,
+        with frame stacks, a stack that can be rebuilt from rows still in the buffer)."""
         ok = ~self.ignored[rows, envs]
+        if self.frame_stack > 1:
+            depth = self.depth[rows, envs]
+            known = (depth == self.frame_stack - 1) | (self.padding[rows, envs] != PAD_UNKNOWN)
+            ok &= known & (ages + depth <= self.complete)
         short = ok & (ages < n)
         if short.any():
             r, e, a = rows[short], envs[short], ages[short]
@@ -174,18 +281,34 @@ class TrajectoryReplayBuffer:
             alive[:, 1:] = np.cumsum(done[:, :-1], axis=1) == 0
         steps = alive.sum(axis=1)  # L in [1, n]
         powers = gamma ** np.arange(n, dtype=np.float64)
-        rewards = np.where(alive, self.reward[window, e], 0.0)
+        step_rewards = self.reward[window, e]
+        if self.clip_rewards:
+            step_rewards = np.clip(step_rewards, -1.0, 1.0)
+        rewards = np.where(alive, step_rewards, 0.0)
         last = window[np.arange(rows.size), steps - 1]
         boot = (rows + steps) % self.rows
         discount = gamma ** steps.astype(np.float64) * ~self.terminated[last, envs]
         return {
-            "obs": self.obs[rows, envs],
+            "obs": self._observations(rows, envs),
             "action": self.action[rows, envs],
             "reward": (rewards @ powers).astype(np.float32),
-            "next_obs": self.obs[boot, envs],
+            "next_obs": self._observations(boot, envs),
             "discount": discount.astype(np.float32),
             "steps": steps,
         }
+
+    def _observations(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        """Observations ``(B, *obs_shape)`` stored at ``(rows, envs)`` (stacks rebuilt)."""
+        if self.frame_stack == 1:
+            return self.obs[rows, envs]
+        return rebuild_stacks(
+            self.obs,
+            rows,
+            envs,
+            depth=self.depth[rows, envs],
+            padding=self.padding[rows, envs],
+            k=self.frame_stack,
+        )
 
     def sample(self, batch_size: int, *, n_step: int, gamma: float) -> Batch:
         """A uniform batch of n-step transitions (see ``gather``) plus ``indices``.
@@ -219,9 +342,15 @@ class TrajectoryReplayBuffer:
             "rng": self.rng.bit_generator.state,
         }
         if self.checkpoint:
-            for name in ("obs", "action", "reward", "terminated", "truncated", "ignored"):
+            for name in self._row_arrays():
                 state[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)[:used]))
+            if self.frame_stack > 1:
+                state["last_stack"] = torch.from_numpy(self._last_stack.copy())
         return state
+
+    def _row_arrays(self) -> tuple[str, ...]:
+        names = ("obs", "action", "reward", "terminated", "truncated", "ignored")
+        return (*names, "depth", "padding") if self.frame_stack > 1 else names
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if (state["rows"], state["num_envs"]) != (self.rows, self.num_envs):
@@ -234,6 +363,8 @@ class TrajectoryReplayBuffer:
             self.head, self.complete, self.started = 0, 0, False
             return
         self.head, self.complete, self.started = state["head"], state["complete"], state["started"]
-        for name in ("obs", "action", "reward", "terminated", "truncated", "ignored"):
+        for name in self._row_arrays():
             data = state[name].numpy()
             getattr(self, name)[: len(data)] = data
+        if self.frame_stack > 1:
+            self._last_stack[...] = state["last_stack"].numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,10 +19,31 @@ from rlbench.errors import ConfigError
 Vectorization = Literal["auto", "serial", "sync", "native"]
 VECTORIZATIONS: tuple[str, ...] = ("auto", "serial", "sync", "native")
 
-#: With at least this many envs a native vector env (CartPole's) beats stepping separate envs.
-NATIVE_MIN_ENVS = 16
+#: With at least this many envs a native vector env (CartPole's) beats stepping separate envs:
+#: its cost is nearly flat in N (80-120 us per vector step) while serial stepping costs about
+#: 12-15 us per env; ``scripts/bench_envs.py`` (3 runs on the shared 2-core machine) measured
+#: native ahead from N=8 on (N=8: 110 vs 123 us, N=16: 119 vs 263 us).
+NATIVE_MIN_ENVS = 8
 #: Evaluation episode j is seeded ``seed + EVAL_SEED_OFFSET + j``: disjoint from training seeds.
 EVAL_SEED_OFFSET = 1_000_000
+
+#: Gymnasium ids whose envs need an optional package: prefix -> (module, pip extra).
+OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {"MinAtar/": ("minatar", "minatar")}
+
+
+def require(module: str, *, extra: str, what: str) -> Any:
+    """Import ``module`` or raise a one-line ConfigError naming the pip extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"{what} needs the package '{module}': pip install 'rlbench[{extra}]'"
+        ) from None
+
+
+def _needs_mujoco(spec: gym.envs.registration.EnvSpec) -> bool:
+    entry = spec.entry_point if isinstance(spec.entry_point, str) else ""
+    return "gymnasium.envs.mujoco" in entry
 
 
 def _ensure_registered(env_id: str) -> str:
@@ -40,6 +62,9 @@ def _ensure_registered(env_id: str) -> str:
         import ale_py
 
         gym.register_envs(ale_py)
+    for prefix, (module, extra) in OPTIONAL_PACKAGES.items():
+        if env_id not in gym.registry and env_id.startswith(prefix):
+            require(f"{module}.gym", extra=extra, what=f"env.id={env_id}").register_envs()
     return env_id
 
 
@@ -50,7 +75,10 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.5)
         hint = f"; closest registered ids: {', '.join(close)}" if close else ""
         raise ConfigError(f"unknown env.id '{env_id}'{hint}")
-    return gym.registry[env_id]
+    spec = gym.registry[env_id]
+    if _needs_mujoco(spec):
+        require("mujoco", extra="mujoco", what=f"env.id={env_id}")
+    return spec
 
 
 def _make_single(env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any]) -> gym.Env:
@@ -109,20 +137,54 @@ class EnvFactory:
                 self.id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs
             )
         # functools.partial (not a lambda) keeps the vector env picklable for checkpoints.
-        fns = [
-            functools.partial(_make_single, self.id, self.max_episode_steps, dict(self.kwargs))
-        ] * n
+        fns = [self.single_env_fn()] * n
         if backend == "sync":
             return gym.vector.SyncVectorEnv(fns)
         return SerialVectorEnv(fns)
 
+    def single_env_fn(self, **make_kwargs: Any) -> Callable[[], gym.Env]:
+        """A picklable function making one env as the vector env's sub-envs are made
+        (``make_kwargs`` go to ``gym.make``, e.g. ``render_mode``)."""
+        kwargs = {**self.kwargs, **make_kwargs}
+        return functools.partial(_make_single, self.id, self.max_episode_steps, kwargs)
+
     def spaces(self) -> tuple[gym.Space[Any], gym.Space[Any]]:
         """``(single_observation_space, single_action_space)`` of one env."""
-        env = _make_single(self.id, self.max_episode_steps, dict(self.kwargs))
+        env = self.single_env_fn()()
         try:
             return env.observation_space, env.action_space
         finally:
             env.close()
+
+    def for_evaluation(
+        self, *, training_envs: Callable[[], VectorEnv | None] | None = None
+    ) -> EnvFactory:
+        """The factory of evaluation envs: training-only options off (Atari episodic life)
+        and statistics taken from the current training envs where the observations depend
+        on them (MuJoCo observation normalization). Classic control: ``self``."""
+        return self
+
+    def render_env(self) -> gym.Env[Any, Any]:
+        """One env whose observations match a training sub-env's and whose ``render()``
+        returns RGB frames ``(H, W, 3)`` uint8, for videos of evaluation episodes."""
+        spec = check_env_id(self.id)
+        modes = _render_modes(spec)
+        if "rgb_array" not in modes:
+            raise ConfigError(f"video: {self.id} cannot render RGB frames (render modes {modes})")
+        try:
+            return self.single_env_fn(render_mode="rgb_array")()
+        except gym.error.DependencyNotInstalled as e:
+            raise ConfigError(f"video: {self.id} cannot render: {str(e).splitlines()[0]}") from None
+
+
+def _render_modes(spec: gym.envs.registration.EnvSpec) -> list[str]:
+    """The ``render_modes`` an env class declares (without making the env)."""
+    entry = spec.entry_point
+    if isinstance(entry, str):
+        module, _, name = entry.partition(":")
+        entry = getattr(importlib.import_module(module), name)
+    metadata = getattr(entry, "metadata", {}) or {}
+    return list(metadata.get("render_modes", []))
 
 
 def random_actions(space: gym.Space[Any], n: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,206 @@
+"""Env stepping throughput: rlbench's env factory against the plain alternatives.
+
+Random policy, actions drawn in advance (so only env stepping is timed); all contenders of
+a comparison live at once and take turns in chunks of 50 vector steps (see ``compare``).
+
+- Atari Breakout x8 (``--atari-envs``): (a) ``AtariFactory.make()`` (rlbench), (b) ale-py's raw
+  ``AtariVectorEnv`` with the same preprocessing, (c) Gymnasium ``SyncVectorEnv`` of
+  ``ALE/Breakout-v5`` + ``AtariPreprocessing`` + ``FrameStackObservation`` (needs opencv).
+  Targets: (a) >= 0.9x (b) and >= 2x (c).
+- CartPole-v1 per env count: rlbench's serial/sync/native backends and its ``auto`` choice
+  against ``gym.make_vec(..., "sync")``; confirms ``factory.NATIVE_MIN_ENVS``.
+- HalfCheetah-v5 (needs mujoco) and MinAtar Breakout (needs minatar): the factory against
+  ``gym.make_vec(..., "sync")``.
+
+    python scripts/bench_envs.py [--repeats 3] [--atari-steps 1000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rlbench.envs import EnvFactory
+from rlbench.envs.factory import NATIVE_MIN_ENVS
+
+Maker = Callable[[], Any]
+
+
+def compare(
+    makers: dict[str, Maker], *, steps: int, actions: np.ndarray, repeats: int, chunk: int = 50
+) -> dict[str, float]:
+    """Env steps per second of each contender over ``repeats * steps`` vector steps.
+
+    All contenders live at once and take turns in chunks of ``chunk`` vector steps (the
+    order rotating each round), so load changes on a shared machine hit them alike.
+    """
+    envs = {name: make() for name, make in makers.items()}
+    spent = dict.fromkeys(envs, 0.0)
+    try:
+        for e in envs.values():
+            e.reset(seed=0)
+            for t in range(20):  # warm-up
+                e.step(actions[t % len(actions)])
+        names = list(envs)
+        rounds = max(repeats * steps // chunk, 1)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                e = envs[name]
+                t0 = time.perf_counter()
+                for j in range(chunk):
+                    e.step(actions[(r * chunk + j) % len(actions)])
+                spent[name] += time.perf_counter() - t0
+        return {n: rounds * chunk * envs[n].num_envs / spent[n] for n in names}
+    finally:
+        for e in envs.values():
+            e.close()
+
+
+def discrete_actions(n_actions: int, num_envs: int, length: int = 4096) -> np.ndarray:
+    return np.random.default_rng(0).integers(n_actions, size=(length, num_envs))
+
+
+def box_actions(space: gym.spaces.Box, num_envs: int, length: int = 4096) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(space.low, space.high, size=(length, num_envs, *space.shape)).astype(
+        space.dtype
+    )
+
+
+# ---------------------------------------------------------------------- Atari
+def bench_atari(num_envs: int, steps: int, repeats: int) -> None:
+    from ale_py.vector_env import AtariVectorEnv
+
+    from rlbench.envs.atari import AtariFactory, _native_options
+
+    factory = AtariFactory(game="breakout", num_envs=num_envs)
+    native_kwargs = _native_options(factory._options())
+
+    def gym_sync() -> Any:
+        import ale_py
+
+        gym.register_envs(ale_py)
+
+        def one() -> gym.Env:
+            env = gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.25)
+            env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4)
+            return gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
+
+        return gym.vector.SyncVectorEnv([one] * num_envs)
+
+    makers: dict[str, Maker] = {
+        "(a) rlbench AtariFactory": factory.make,
+        "(b) raw AtariVectorEnv": lambda: AtariVectorEnv("breakout", num_envs, **native_kwargs),
+    }
+    try:
+        import cv2  # noqa: F401
+
+        makers["(c) gym Sync+AtariPreprocessing"] = gym_sync
+    except ImportError:
+        print("(c) skipped: AtariPreprocessing needs opencv (pip install opencv-python-headless)")
+    actions = discrete_actions(4, num_envs)
+    rates = compare(makers, steps=steps, actions=actions, repeats=repeats)
+    print(f"\nAtari Breakout x{num_envs}, random policy, env steps/s")
+    for name, rate in rates.items():
+        print(f"  {name:34s} {rate:10.0f}")
+    a, b = rates["(a) rlbench AtariFactory"], rates["(b) raw AtariVectorEnv"]
+    print(f"  (a)/(b) = {a / b:.2f}  (target >= 0.9)")
+    c = rates.get("(c) gym Sync+AtariPreprocessing")
+    if c:
+        print(f"  (a)/(c) = {a / c:.2f}  (target >= 2)")
+
+
+# ---------------------------------------------------------------------- CartPole
+def bench_cartpole(counts: list[int], steps: int, repeats: int) -> None:
+    print("\nCartPole-v1, us per vector step; auto = the factory's default backend")
+    print(f"  {'N':>3s} {'serial':>8s} {'sync':>8s} {'native':>8s} {'gym sync':>9s}  auto")
+    best_native: int | None = None
+    for n in counts:
+        actions = discrete_actions(2, n)
+        makers: dict[str, Maker] = {
+            b: EnvFactory(id="CartPole-v1", num_envs=n, vectorization=b).make
+            for b in ("serial", "sync", "native")
+        }
+        makers["gym"] = functools.partial(
+            gym.make_vec, "CartPole-v1", num_envs=n, vectorization_mode="sync"
+        )
+        rates = compare(makers, steps=steps, actions=actions, repeats=repeats)
+        us = {k: n / r * 1e6 for k, r in rates.items()}
+        auto = EnvFactory(id="CartPole-v1", num_envs=n).backend(n)
+        print(
+            f"  {n:3d} {us['serial']:8.1f} {us['sync']:8.1f} {us['native']:8.1f} "
+            f"{us['gym']:9.1f}  {auto} ({us['gym'] / us[auto]:.2f}x gym sync)"
+        )
+        if best_native is None and us["native"] < us["serial"]:
+            best_native = n
+    print(
+        f"  native first beats serial at N={best_native}; factory.NATIVE_MIN_ENVS={NATIVE_MIN_ENVS}"
+    )
+
+
+# ---------------------------------------------------------------------- others
+def bench_factory_vs_gym(
+    label: str, factory: EnvFactory, gym_id: str, num_envs: int, steps: int, repeats: int
+) -> None:
+    space = factory.spaces()[1]
+    if isinstance(space, gym.spaces.Discrete):
+        actions = discrete_actions(int(space.n), num_envs)
+    else:
+        assert isinstance(space, gym.spaces.Box)
+        actions = box_actions(space, num_envs)
+    makers: dict[str, Maker] = {
+        "rlbench factory": lambda: factory.make(num_envs=num_envs),
+        "gym make_vec sync": lambda: gym.make_vec(
+            gym_id, num_envs=num_envs, vectorization_mode="sync"
+        ),
+    }
+    rates = compare(makers, steps=steps, actions=actions, repeats=repeats)
+    ratio = rates["rlbench factory"] / rates["gym make_vec sync"]
+    print(
+        f"\n{label} x{num_envs}: factory {rates['rlbench factory']:.0f} vs gym sync "
+        f"{rates['gym make_vec sync']:.0f} env steps/s ({ratio:.2f}x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--atari-envs", type=int, default=8)
+    parser.add_argument("--atari-steps", type=int, default=1000, help="vector steps per run")
+    parser.add_argument("--steps", type=int, default=3000, help="vector steps, other envs")
+    parser.add_argument("--quick", action="store_true", help="tiny settings (smoke check)")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.atari_steps, args.steps = 1, 50, 200
+    print("machine: shared 2-core dev box unless stated otherwise; numbers are indicative")
+    bench_atari(args.atari_envs, args.atari_steps, args.repeats)
+    bench_cartpole([1, 2, 4, 8, 16, 32], args.steps, args.repeats)
+    try:
+        from rlbench.envs.mujoco import MuJoCoFactory
+
+        for n in (1, 4):
+            cheetah = MuJoCoFactory(id="HalfCheetah-v5", num_envs=n)
+            bench_factory_vs_gym(
+                "HalfCheetah-v5", cheetah, "HalfCheetah-v5", n, args.steps // 3, args.repeats
+            )
+    except Exception as e:  # mujoco extra missing
+        print(f"\nHalfCheetah skipped: {e}")
+    try:
+        from rlbench.envs.minatar import MinAtarFactory
+
+        minatar = MinAtarFactory(id="MinAtar/Breakout-v1", num_envs=8)
+        bench_factory_vs_gym(
+            "MinAtar Breakout", minatar, "MinAtar/Breakout-v1", 8, args.steps, args.repeats
+        )
+    except Exception as e:  # minatar extra missing
+        print(f"\nMinAtar skipped: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Atari through ale-py's native vector env: seeding, NEXT_STEP, episodic life, resume."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from rlbench.envs.atari import AtariFactory, AtariRenderEnv, NativeAtariVectorEnv, check_game
+from rlbench.errors import ConfigError
+
+
+def rollout(
+    envs: NativeAtariVectorEnv, steps: int, *, seed: int | None = 7, action_seed: int = 0
+) -> list[tuple[np.ndarray, ...]]:
+    out: list[tuple[np.ndarray, ...]] = []
+    if seed is not None:
+        obs, _ = envs.reset(seed=seed)
+        out.append((obs,))
+    rng = np.random.default_rng(action_seed)
+    for _ in range(steps):
+        obs, reward, term, trunc, info = envs.step(rng.integers(4, size=envs.num_envs))
+        out.append((obs, reward, term, trunc, info["lives"]))
+    return out
+
+
+def assert_same(a: list[tuple[np.ndarray, ...]], b: list[tuple[np.ndarray, ...]]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        for u, v in zip(x, y, strict=True):
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.fixture(scope="module")
+def factory() -> AtariFactory:
+    return AtariFactory(game="breakout", num_envs=2, max_episode_frames=2000)
+
+
+def test_same_seed_same_observations_and_rewards(factory: AtariFactory) -> None:
+    a = rollout(factory.make(), 300)
+    b = rollout(factory.make(), 300)
+    assert_same(a, b)
+    assert any(step[1].any() for step in a[1:])  # some reward was scored
+    c = rollout(factory.make(), 300, seed=8)
+    assert not np.array_equal(a[-1][0], c[-1][0])
+
+
+def test_env_i_is_seeded_with_seed_plus_i(factory: AtariFactory) -> None:
+    pair = rollout(factory.make(), 40, action_seed=1)
+    single = rollout(factory.make(num_envs=1), 0, seed=8)
+    np.testing.assert_array_equal(pair[0][0][1], single[0][0][0])
+
+
+def test_next_step_autoreset_and_unclipped_rewards() -> None:
+    envs = AtariFactory(game="breakout", num_envs=1, max_episode_frames=400).make()
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        obs, reward, term, trunc, _ = envs.step(rng.integers(4, size=1))
+        if term[0] or trunc[0]:
+            break
+    assert trunc[0]  # 400 frames = 100 agent steps
+    final = obs
+    obs, reward, term, trunc, _ = envs.step(np.array([1]))  # ignored: the reset step
+    assert reward[0] == 0.0 and not term[0] and not trunc[0]
+    assert not obs[0, :3].any() and obs[0, 3].any()  # fresh zero-padded stack
+    assert not np.array_equal(obs, final)
+
+
+def test_rewards_are_raw_game_points() -> None:
+    envs = AtariFactory(game="space_invaders", num_envs=2).make()
+    steps = rollout(envs, 300)
+    assert max(float(step[1].max()) for step in steps[1:]) > 1.0  # aliens score 5 to 30
+
+
+def test_episodic_life_ends_learning_episodes_but_not_the_game() -> None:
+    envs = AtariFactory(game="breakout", num_envs=1, episodic_life=True).make()
+    obs, info = envs.reset(seed=1)
+    lives = int(info["lives"][0])
+    for _ in range(2000):
+        obs, reward, term, trunc, info = envs.step(np.array([1]))  # FIRE, then nothing useful
+        if term[0]:
+            break
+    assert term[0] and int(info["lives"][0]) == lives - 1
+    last = obs
+    obs, reward, term, trunc, info = envs.step(np.array([3]))  # NOOP restart, game goes on
+    assert reward[0] == 0.0 and not term[0] and not trunc[0]
+    assert int(info["lives"][0]) == lives - 1
+    np.testing.assert_array_equal(obs[0, :3], last[0, 1:])  # the stack continues
+
+
+def test_without_episodic_life_a_lost_life_is_no_episode_end() -> None:
+    envs = AtariFactory(game="breakout", num_envs=1).make()
+    _, info = envs.reset(seed=1)
+    lives = int(info["lives"][0])
+    for _ in range(500):
+        _, _, term, _, info = envs.step(np.array([1]))
+        assert not term[0]
+        if int(info["lives"][0]) < lives:
+            return
+    pytest.fail("no life was lost")
+
+
+@pytest.mark.parametrize("episodic_life", [False, True])
+def test_pickle_restores_the_exact_state_by_replay(episodic_life: bool) -> None:
+    factory = AtariFactory(game="breakout", num_envs=2, episodic_life=episodic_life)
+    envs = factory.make()
+    rollout(envs, 150)
+    restored = pickle.loads(pickle.dumps(envs))
+    assert_same(
+        rollout(envs, 150, seed=None, action_seed=5),
+        rollout(restored, 150, seed=None, action_seed=5),
+    )
+
+
+def test_pickle_without_replay_truncates_every_episode() -> None:
+    factory = AtariFactory(game="breakout", num_envs=2, resume_replay=False)
+    envs = factory.make()
+    steps = rollout(envs, 30)
+    restored = pickle.loads(pickle.dumps(envs))
+    obs, reward, term, trunc, _ = restored.step(np.array([1, 1]))
+    np.testing.assert_array_equal(obs, steps[-1][0])  # the last observation again
+    assert trunc.all() and not term.any() and not reward.any()
+    obs, reward, term, trunc, _ = restored.step(np.array([1, 1]))  # the new games
+    assert not obs[:, :3].any() and not (term | trunc).any()
+    again = pickle.loads(pickle.dumps(envs))  # the same checkpoint starts the same games
+    again.step(np.array([0, 0]))
+    np.testing.assert_array_equal(again.step(np.array([0, 0]))[0], obs)
+
+
+def test_unknown_game_lists_close_matches() -> None:
+    with pytest.raises(ConfigError, match="closest: breakout") as e:
+        AtariFactory(game="brekout")
+    assert "\n" not in str(e.value)
+    assert check_game("MsPacman") == "ms_pacman" and check_game("space-invaders")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"vectorization": "serial"}, "allowed auto, native"),
+        ({"max_episode_steps": 100}, "max_episode_frames"),
+        ({"repeat_action_probability": 1.5}, "must be in"),
+        ({"frame_skip": 0}, "frame_skip=0"),
+    ],
+)
+def test_bad_options_are_one_line_errors(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        AtariFactory(game="pong", **kwargs)  # type: ignore[arg-type]
+
+
+def test_spaces_and_evaluation_factory() -> None:
+    factory = AtariFactory(game="pong", episodic_life=True, full_action_space=True)
+    obs_space, act_space = factory.spaces()
+    assert obs_space.shape == (4, 84, 84) and obs_space.dtype == np.uint8
+    assert act_space.n == 18
+    assert factory.id == "ALE/pong"
+    assert not factory.for_evaluation().episodic_life and factory.episodic_life
+
+
+def test_render_env_plays_the_training_observations_in_lockstep() -> None:
+    factory = AtariFactory(game="breakout", num_envs=1)
+    env = factory.render_env()
+    assert isinstance(env, AtariRenderEnv)
+    obs, _ = env.reset(seed=11)
+    ref = factory.make()
+    ref_obs, _ = ref.reset(seed=11)
+    np.testing.assert_array_equal(obs, ref_obs[0])
+    for a in [1, 2, 3, 0, 1, 2, 2, 3]:
+        obs, reward, *_ = env.step(a)
+        ref_obs, ref_reward, *_ = ref.step(np.array([a]))
+        np.testing.assert_array_equal(obs, ref_obs[0])
+        assert reward == ref_reward[0]
+    frame = env.render()
+    assert frame.shape == (210, 160, 3) and frame.dtype == np.uint8 and frame.any()
+    env.close()
