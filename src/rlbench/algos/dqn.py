@@ -1,16 +1,31 @@
-"""DQN (Mnih et al. 2015) with a double-Q toggle (van Hasselt et al. 2016).
+"""DQN (Mnih et al. 2015) and the Rainbow family (Hessel et al. 2018), each part a toggle.
 
-Reads top to bottom: ``build`` makes the online and target Q networks, ``act`` picks
-actions through the configured sampler, ``training_step`` turns one replay batch of n-step
-transitions into a Huber (or MSE) TD loss and one Adam step. Target sync (hard copy or
-Polyak averaging) is keyed on env steps like CleanRL and Stable-Baselines3.
+Reads top to bottom: ``build`` makes the online and target Q networks (an encoder with a
+``QHead`` on top), ``act`` picks actions through the configured sampler, ``training_step``
+turns one replay batch of n-step transitions into a loss and one Adam step. Target sync
+(hard copy or Polyak averaging) is keyed on env steps like CleanRL and Stable-Baselines3.
+
+The Rainbow components and where they live:
+
+- double Q (van Hasselt et al. 2016): ``algo.double``, here (``q_target``).
+- prioritized replay (Schaul et al. 2016): ``buffer=prioritized``; the batch brings
+  importance ``weights`` and this module returns per-sample priorities after each step:
+  ``|TD error|`` for scalar heads, the KL loss for distributional heads (as in Rainbow).
+- dueling heads (Wang et al. 2016) and noisy nets (Fortunato et al. 2018):
+  ``network.dueling`` / ``network.noisy``, in ``networks/heads.py``. Noise is redrawn
+  before every exploring action and every gradient step (online and target nets from
+  their own generators); evaluation (``explore=False``) uses the mean weights.
+- multi-step returns: ``buffer.n_step``, from the trajectory buffer.
+- distributional C51 (Bellemare et al. 2017): ``algo.distributional`` with ``num_atoms``
+  atoms on ``[v_min, v_max]``; ``categorical_projection`` and ``categorical_loss`` in
+  ``losses.py``.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -20,17 +35,25 @@ from torch import nn
 from rlbench.algos.base import ReplaySpec, RLModule, clip_grad_norm_
 from rlbench.data.protocol import datamodule_of
 from rlbench.errors import ConfigError
-from rlbench.losses import polyak_update, q_target, td_loss
+from rlbench.losses import (
+    categorical_loss,
+    categorical_projection,
+    polyak_update,
+    q_target,
+    td_loss,
+)
 from rlbench.networks import feature_dim, numpy_forward
+from rlbench.networks.heads import QHead, derive_seed, split_head_options
 from rlbench.samplers import ActionSampler, LazyScores
 
 
 class DQN(RLModule):
-    """Deep Q-learning over n-step replay batches.
+    """Deep Q-learning over n-step replay batches, with the Rainbow components as toggles.
 
     Args:
         network: encoder partial ``(in_shape=obs_shape) -> nn.Module`` with ``out_features``;
-            a linear Q head ``(B, out_features) -> (B, num_actions)`` goes on top.
+            a ``QHead`` ``(B, out_features) -> (B, num_actions)`` goes on top, configured by
+            the partial's head options (``network.dueling``, ``noisy``, ``sigma0``).
         optimizer: partial ``(params, lr) -> Optimizer``.
         sampler: exploration policy over Q-values.
         gamma: discount per env step.
@@ -39,7 +62,11 @@ class DQN(RLModule):
         tau: Polyak coefficient; 1.0 is a hard copy.
         batch_size, learning_starts, train_every, gradient_steps: replay schedule.
         max_grad_norm: gradient clipping by global norm (``<= 0`` disables).
-        loss: ``huber`` or ``mse``.
+        loss: ``huber`` or ``mse`` (scalar heads; distributional heads use the KL loss).
+        distributional: C51 head with ``num_atoms`` atoms evenly spaced on ``[v_min, v_max]``.
+        clip_rewards: learn from per-step rewards clipped to ``[-1, 1]`` (Mnih et al. 2015).
+            The replay buffer clips at sample time (``buffer.clip_rewards`` follows this
+            key), so stored rewards and logged episode returns stay raw.
     """
 
     def __init__(
@@ -60,11 +87,26 @@ class DQN(RLModule):
         gradient_steps: int = 1,
         max_grad_norm: float = 10.0,
         loss: str = "huber",
+        distributional: bool = False,
+        num_atoms: int = 51,
+        v_min: float = -10.0,
+        v_max: float = 10.0,
+        clip_rewards: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(name=name, lr=lr, seed=seed)
+        if distributional and num_atoms < 2:
+            raise ConfigError(f"algo.num_atoms={num_atoms}: a distribution needs >= 2 atoms")
+        if distributional and not v_min < v_max:
+            raise ConfigError(f"algo.v_min={v_min}, algo.v_max={v_max}: need v_min < v_max")
+        self.network_factory, self.head_options = split_head_options(network)
+        if self.head_options.sigma0 <= 0:
+            raise ConfigError(f"network.sigma0={self.head_options.sigma0}: must be > 0")
+        self.distributional = distributional
+        self.num_atoms, self.v_min, self.v_max = num_atoms, v_min, v_max
+        self.seed = seed
+        self.clip_rewards = clip_rewards  # applied by the replay buffer (see Args)
         self.automatic_optimization = False
-        self.network_factory = network
         self.optimizer_factory = optimizer
         self.sampler = sampler
         self.gamma = gamma
@@ -92,8 +134,29 @@ class DQN(RLModule):
         assert observation_space.shape is not None
         self.num_actions = int(action_space.n)
         encoder = self.network_factory(in_shape=tuple(observation_space.shape))
-        self.q_net = nn.Sequential(encoder, nn.Linear(feature_dim(encoder), self.num_actions))
+        opts = self.head_options
+        head = QHead(
+            feature_dim(encoder),
+            self.num_actions,
+            dueling=opts.dueling,
+            noisy=opts.noisy,
+            sigma0=opts.sigma0,
+            num_atoms=self.num_atoms if self.distributional else 1,
+            v_min=self.v_min,
+            v_max=self.v_max,
+            seed=derive_seed(self.seed, 3, 0),
+        )
+        self.q_net = nn.Sequential(encoder, head)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.target_head.seed_noise(derive_seed(self.seed, 3, 1))  # its own noise stream
+
+    @property
+    def head(self) -> QHead:
+        return cast(QHead, self.q_net[1])
+
+    @property
+    def target_head(self) -> QHead:
+        return cast(QHead, self.target_net[1])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.q_net.parameters(), lr=self.lr)
@@ -112,6 +175,10 @@ class DQN(RLModule):
         return q.cpu().numpy()
 
     def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray:
+        if self.head_options.noisy:  # fresh noise per exploring step; mean weights to evaluate
+            self.head.set_noise(explore)
+            if explore:
+                self.head.reset_noise()
         scores = LazyScores(lambda: self._q_values(obs), len(obs), self.num_actions)
         return self.sampler(scores, step=env_step, rng=self.act_rng, explore=explore)
 
@@ -127,19 +194,16 @@ class DQN(RLModule):
                 list(self.q_net.parameters()), list(self.target_net.parameters()), tau=self.tau
             )
             self.last_target_update = env_step
+        if self.head_options.noisy:
+            for head in (self.head, self.target_head):
+                head.set_noise(True)
+                head.reset_noise()
 
-        obs, next_obs = batch["obs"], batch["next_obs"]
-        q = self.q_net(obs)
-        q_taken = q.gather(1, batch["action"].long().unsqueeze(1)).squeeze(1)
-        with torch.no_grad():
-            target = q_target(
-                reward=batch["reward"],
-                discount=batch["discount"],
-                next_q_target=self.target_net(next_obs),
-                next_q_online=self.q_net(next_obs) if self.double_q else None,
-            )
         weights = batch.get("weights")  # importance weights: prioritized replay only
-        loss, per_sample = td_loss(q_taken, target, kind=self.loss_kind, weights=weights)
+        if self.distributional:
+            loss, priority, q_taken = self._categorical_loss(batch, weights)
+        else:
+            loss, priority, q_taken = self._td_loss(batch, weights)
 
         opt = self.optimizers()
         assert not isinstance(opt, list)
@@ -149,9 +213,47 @@ class DQN(RLModule):
             clip_grad_norm_(list(self.q_net.parameters()), self.max_grad_norm)
         opt.step()
 
-        datamodule_of(self.trainer).update_priorities(batch["indices"], per_sample.detach())
+        datamodule_of(self.trainer).update_priorities(batch["indices"], priority)
         self.metrics.add("train/loss", loss.detach())
-        self.metrics.add("train/q_mean", q_taken.detach().mean())
+        self.metrics.add("train/q_mean", q_taken.mean())
+
+    def _td_loss(
+        self, batch: dict[str, Any], weights: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scalar heads: ``(loss, |TD error| (B,), Q(s, a) (B,))``."""
+        next_obs = batch["next_obs"]
+        q = self.q_net(batch["obs"])
+        q_taken = q.gather(1, batch["action"].long().unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            target = q_target(
+                reward=batch["reward"],
+                discount=batch["discount"],
+                next_q_target=self.target_net(next_obs),
+                next_q_online=self.q_net(next_obs) if self.double_q else None,
+            )
+        loss, _ = td_loss(q_taken, target, kind=self.loss_kind, weights=weights)
+        q_taken = q_taken.detach()
+        return loss, (q_taken - target).abs(), q_taken
+
+    def _categorical_loss(
+        self, batch: dict[str, Any], weights: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """C51: ``(loss, KL (B,), E[Z(s, a)] (B,))`` against the projected target."""
+        next_obs = batch["next_obs"]
+        log_p = self.head.log_probs(self.q_net[0](batch["obs"]))  # (B, A, K)
+        rows = torch.arange(log_p.shape[0], device=log_p.device)
+        log_p_taken = log_p[rows, batch["action"].long()]  # (B, K)
+        with torch.no_grad():
+            next_p = self.target_head.log_probs(self.target_net[0](next_obs)).exp()  # (B, A, K)
+            next_q = self.q_net(next_obs) if self.double_q else self.target_head.expected(next_p)
+            target_p = categorical_projection(
+                next_probs=next_p[rows, next_q.argmax(dim=1)],
+                reward=batch["reward"],
+                discount=batch["discount"],
+                support=cast(torch.Tensor, self.head.support),
+            )
+        loss, kl = categorical_loss(log_p_taken, target_p, weights=weights)
+        return loss, kl.detach(), self.head.expected(log_p_taken.detach().exp())
 
     def train_stats(self, *, env_step: int) -> dict[str, float]:
         """Schedule values logged with each flush (``train/epsilon``, ...)."""
