@@ -350,3 +350,23 @@ def test_runs_api(sweep: Path, tmp_path: Path) -> None:
     assert set(group_runs(variant_runs)) == {("dqn+per", "CartPole-v1"), ("c51", "CartPole-v1")}
     with pytest.raises(AnalysisError, match="nope"):
         resolve_group_keys(variant_runs, ["nope"])
+
+
+def test_runs_without_results_are_listed_not_aggregated(tmp_path: Path) -> None:
+    """A run without results.json (still running, or killed) has no final score yet."""
+    root = tmp_path / "live"
+    for seed, final in enumerate((100.0, 200.0)):
+        make_run(root / f"done{seed}", algo="dqn", env_id="CartPole-v1", seed=seed, final=final)
+    live = make_run(root / "live", algo="dqn", env_id="CartPole-v1", seed=2, final=500.0)
+    (live / "results.json").unlink()
+    out = tmp_path / "live_report"
+    assert main([str(root), "--out", str(out), "--reps", "50"]) == 0
+    (row,) = read_csv(out / "summary.csv")
+    assert row["n_runs"] == "2" and float(row["mean"]) == pytest.approx(0.3)
+    (unknown,) = [r for r in read_csv(out / "runs.csv") if r["status"] == "unknown"]
+    assert unknown["used"] == "no" and "still running, or killed" in unknown["note"]
+    # asked for explicitly, it enters with its last logged evaluation
+    out_all = tmp_path / "live_all"
+    assert main([str(root), "--out", str(out_all), "--reps", "50", "--exclude-status", ""]) == 0
+    (row,) = read_csv(out_all / "summary.csv")
+    assert row["n_runs"] == "3" and float(row["mean"]) == pytest.approx(0.5333333333)

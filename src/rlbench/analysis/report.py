@@ -191,7 +191,9 @@ def _build_records(
             if record.status in excluded:
                 record.note = f"excluded: status {record.status}"
                 error = (run.results or {}).get("error")
-                if error:
+                if run.results is None:
+                    record.note += " (no results.json: still running, or killed)"
+                elif error:
                     text = " ".join(str(error).split())
                     record.note += f" ({text[:197] + '...' if len(text) > 200 else text})"
             elif score is None:

@@ -13,6 +13,7 @@ A *sweep directory* (Hydra multirun) holds many run directories at any depth.
 from __future__ import annotations
 
 import glob
+import io
 import json
 import math
 import os
@@ -36,9 +37,11 @@ __all__ = [
     "config_value",
     "discover_runs",
     "filter_runs",
+    "find_run_dirs",
     "format_value",
     "group_runs",
     "has_key",
+    "is_run_dir",
     "load_run",
     "parse_filter",
     "resolve_group_keys",
@@ -48,8 +51,10 @@ __all__ = [
 #: Group keys used when none are given (``variant`` replaces ``algo.name`` when set, see
 #: :func:`resolve_group_keys`).
 DEFAULT_GROUP_KEYS: Final[tuple[str, ...]] = ("algo.name", "env.id")
-#: Statuses (``results.json``) whose runs are left out of statistics unless asked for.
-DEFAULT_EXCLUDED_STATUSES: Final[frozenset[str]] = frozenset({"failed", "interrupted"})
+#: Statuses (``results.json``) whose runs are left out of statistics unless asked for:
+#: ``unknown`` is a run without ``results.json`` (still running, or killed): its last logged
+#: evaluation is not its final score.
+DEFAULT_EXCLUDED_STATUSES: Final[frozenset[str]] = frozenset({"failed", "interrupted", "unknown"})
 #: Pseudo-key that :func:`run_value` / :func:`filter_runs` read from ``results.json``.
 STATUS_KEY: Final[str] = "status"
 #: Metric column holding the mean evaluation return.
@@ -173,10 +178,19 @@ def _as_float(value: Any) -> float | None:
 
 
 def _read_metrics(path: Path) -> pd.DataFrame:
+    """``metrics.csv`` as a frame. A run still writing may be caught mid-append: a last line
+    without its newline is incomplete (``150`` read as ``15``) and is left out."""
+    empty = pd.DataFrame({"env_step": pd.Series([], dtype=float)})
     try:
-        frame = pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError):
-        return pd.DataFrame({"env_step": pd.Series([], dtype=float)})
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return empty
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return empty
     if "env_step" not in frame.columns:
         if "step" in frame.columns:
             frame = frame.rename(columns={"step": "env_step"})
@@ -212,22 +226,28 @@ def _load_results(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _is_run_dir(path: Path) -> bool:
+def is_run_dir(path: Path, *, include_incomplete: bool = False) -> bool:
     """A run dir holds ``.hydra/config.yaml`` and ``metrics.csv`` (or at least
-    ``results.json``, so that runs that failed before logging are still listed)."""
-    return (path / _CONFIG_REL).is_file() and (
-        (path / _METRICS_NAME).is_file() or (path / _RESULTS_NAME).is_file()
+    ``results.json``, so that runs that failed before logging are still listed).
+
+    With ``include_incomplete``, ``.hydra/config.yaml`` alone is enough (a run that has just
+    started and not logged yet; the visualizer lists those).
+    """
+    if not (path / _CONFIG_REL).is_file():
+        return False
+    return (
+        include_incomplete or (path / _METRICS_NAME).is_file() or (path / _RESULTS_NAME).is_file()
     )
 
 
-def load_run(path: str | os.PathLike[str]) -> Run:
+def load_run(path: str | os.PathLike[str], *, include_incomplete: bool = False) -> Run:
     """Load one run directory (metrics are read lazily).
 
     Raises:
-        AnalysisError: when ``path`` is not a run directory.
+        AnalysisError: when ``path`` is not a run directory (see :func:`is_run_dir`).
     """
     run_dir = Path(path)
-    if not _is_run_dir(run_dir):
+    if not is_run_dir(run_dir, include_incomplete=include_incomplete):
         raise AnalysisError(f"not a run directory: {run_dir}")
     return Run(
         path=run_dir,
@@ -236,17 +256,18 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     )
 
 
-def _find_run_dirs(root: Path) -> list[Path]:
-    if _is_run_dir(root):
+def find_run_dirs(root: Path, *, include_incomplete: bool = False) -> list[Path]:
+    """Run directories at or under ``root`` (runs do not nest), in sorted walk order."""
+    if is_run_dir(root, include_incomplete=include_incomplete):
         return [root]
     found: list[Path] = []
     for dirpath, dirnames, _ in os.walk(root):
         here = Path(dirpath)
-        if _is_run_dir(here):
+        if is_run_dir(here, include_incomplete=include_incomplete):
             found.append(here)
             dirnames[:] = []  # runs do not nest
             continue
-        dirnames[:] = sorted(d for d in dirnames if d != ".hydra")
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # .hydra, .submitit
     return found
 
 
@@ -274,7 +295,7 @@ def discover_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Run]:
         for match in matches:
             if not match.is_dir():
                 continue
-            for run_dir in _find_run_dirs(match):
+            for run_dir in find_run_dirs(match):
                 seen.setdefault(run_dir.resolve(), run_dir)
     if not seen:
         joined = ", ".join(os.fspath(p) for p in paths)
