@@ -14,6 +14,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,15 @@ def save_resumed_config(cfg: DictConfig, run_dir: Path) -> None:
         os.replace(tmp, path)
 
 
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up banner and its notes on the ``dataloader_iter`` flavour we
+    use on purpose (no prefetch). Called after ``import lightning``, which sets its levels."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*dataloader_iter.*", ".*isinstance\\(treespec, LeafSpec\\).*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def _instantiate(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets our one-line errors through unwrapped."""
     from hydra.errors import InstantiationException
@@ -93,6 +103,15 @@ def _instantiate(node: Any, **kwargs: Any) -> Any:
         raise
 
 
+def datamodule_name(cfg: DictConfig) -> str:
+    """The DataModule class an algorithm streams from (also its key in checkpoints):
+    ``RolloutDataModule`` where the algorithm class says ``data_path = "rollout"``."""
+    module_cls = hydra.utils.get_class(cfg.algo._target_)
+    if getattr(module_cls, "data_path", "replay") == "rollout":
+        return "RolloutDataModule"
+    return "ReplayDataModule"
+
+
 def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[Any, Any, Any]:
     """Instantiate module, DataModule and Trainer from a composed config."""
     import lightning as L
@@ -101,23 +120,41 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
     from rlbench.callbacks import CheckpointCallback, EnvStepProgressBar, EvalCallback, MetricsFlush
     from rlbench.data import ReplayDataModule
     from rlbench.logging import AtomicCheckpointIO, EnvStepCSVLogger
+    from rlbench.networks.heads import split_head_options
 
+    quiet_lightning()
     torch.set_num_threads(cfg.trainer.torch_threads)
+    # numpy's BLAS too (numpy_forward acting, batched value passes): its default thread pool
+    # made a 516x64 @ 64x64 matmul 60x slower on the shared 2-core machine (4.6 ms vs 75 us)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(cfg.trainer.torch_threads, user_api="blas")
     L.seed_everything(cfg.seed, workers=False, verbose=False)
 
     env = _instantiate(cfg.env, _convert_="all")
-    datamodule = ReplayDataModule(
-        env=env,
-        buffer=_instantiate(cfg.buffer, _convert_="all"),
-        seed=cfg.seed,
-        total_env_steps=cfg.total_env_steps,
-    )
+    extra_args: dict[str, Any] = {}
+    if datamodule_name(cfg) == "RolloutDataModule":  # on-policy: no buffer, no sampler
+        from rlbench.data.rollout import RolloutDataModule
+
+        datamodule: Any = RolloutDataModule(
+            env=env, seed=cfg.seed, total_env_steps=cfg.total_env_steps
+        )
+    else:
+        datamodule = ReplayDataModule(
+            env=env,
+            buffer=_instantiate(cfg.buffer, _convert_="all"),
+            seed=cfg.seed,
+            total_env_steps=cfg.total_env_steps,
+        )
+        extra_args["sampler"] = _instantiate(cfg.sampler)
+    # head options (network.dueling/noisy/sigma0) ride on the partial, not into the encoder
+    encoder, _ = split_head_options(_instantiate(cfg.network, _convert_="all"))
     module = _instantiate(
         cfg.algo,
-        network=_instantiate(cfg.network, _convert_="all"),
-        sampler=_instantiate(cfg.sampler),
+        network=encoder,
         seed=cfg.seed,
         _convert_="all",
+        **extra_args,
     )
 
     csv_logger = EnvStepCSVLogger(run_dir / "metrics.csv")
@@ -130,9 +167,12 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
             extra["purge_step"] = resume_step + 1
         loggers.append(_instantiate(cfg.logger, **extra))
 
+    # evaluation envs: training-only options off, statistics (MuJoCo obs moments) from the
+    # DataModule's current training envs
+    eval_env = env.for_evaluation(training_envs=lambda: getattr(datamodule, "envs", None))
     callbacks: list[Any] = [
         EvalCallback(
-            env=env,
+            env=eval_env,
             every=cfg.trainer.eval_every,
             episodes=cfg.trainer.eval_episodes,
             seed=cfg.seed,
@@ -141,6 +181,20 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
         MetricsFlush(every=cfg.trainer.log_every),
         CheckpointCallback(dirpath=run_dir / "checkpoints", every=cfg.trainer.checkpoint_every),
     ]
+    if cfg.video.enabled:
+        from rlbench.callbacks.video import VideoCallback
+
+        callbacks.append(
+            VideoCallback(
+                env=eval_env,
+                dirpath=run_dir / "videos",
+                every=cfg.video.every,
+                episodes=cfg.video.episodes,
+                seed=cfg.seed,
+                max_steps=cfg.video.max_steps,
+                tensorboard=cfg.video.tensorboard,
+            )
+        )
     if cfg.trainer.progress_bar:
         callbacks.append(EnvStepProgressBar(total=cfg.total_env_steps))
 
@@ -175,7 +229,7 @@ def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
     if cfg.resume:
         ckpt_path = run_dir / "checkpoints" / "last.ckpt"
         ckpt = load_checkpoint(ckpt_path)
-        data_state = ckpt.get("ReplayDataModule")
+        data_state = ckpt.get(datamodule_name(cfg))
         if not isinstance(data_state, dict) or "env_steps" not in data_state:
             raise CheckpointError(f"corrupt checkpoint {ckpt_path}: no data-module state")
         resume_step = int(data_state["env_steps"])
@@ -205,8 +259,6 @@ def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> int:
     """Run the composed config in Hydra's output dir; returns a process exit code."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     start = time.time()
@@ -252,9 +304,19 @@ def _failed(e: BaseException, start: float) -> dict[str, Any]:
     }
 
 
+def finish_wandb(*, exit_code: int) -> None:
+    """End this job's W&B run (``logger=wandb``), marking it failed for a non-zero code: a
+    sweep's next job in the same process (joblib reuses workers) would otherwise log into it,
+    since ``WandbLogger`` adopts an active ``wandb.run``."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> int:
     code = run(cfg)
+    finish_wandb(exit_code=code)
     if HydraConfig.get().mode != RunMode.MULTIRUN and code != 0:
         sys.exit(code)
     return code

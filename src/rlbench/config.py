@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import II, MISSING, DictConfig
 
 from rlbench.errors import ConfigError
 
@@ -29,11 +29,95 @@ class EnvConfig:
 
 
 @dataclass
+class AtariEnvConfig(EnvConfig):
+    """``rlbench.envs.atari.AtariFactory``: ale-py's native vector env (``env=atari``)."""
+
+    _target_: str = "rlbench.envs.atari.AtariFactory"
+    id: str = "ALE/${.game}"
+    name: str = "${.game}"
+    game: str = "breakout"
+    frame_skip: int = 4
+    frame_stack: int = 4
+    screen_size: int = 84
+    noop_max: int = 30
+    repeat_action_probability: float = 0.25
+    episodic_life: bool = False
+    full_action_space: bool = False
+    max_episode_frames: int = 108_000
+    fire_reset: bool = True
+    num_threads: int = 0
+    resume_replay: bool = True
+
+
+@dataclass
+class MinAtarEnvConfig(EnvConfig):
+    _target_: str = "rlbench.envs.minatar.MinAtarFactory"
+
+
+@dataclass
+class MuJoCoEnvConfig(EnvConfig):
+    _target_: str = "rlbench.envs.mujoco.MuJoCoFactory"
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    reward_gamma: float = 0.99
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+    norm_epsilon: float = 1e-8
+
+
+@dataclass
 class NetworkConfig:
     _target_: str = "rlbench.networks.MLP"
     _partial_: bool = True
     hidden: list[int] = field(default_factory=lambda: [120, 84])
     activation: str = "relu"
+    # Q-head options (read by Q-learning modules; split off before the encoder is built)
+    dueling: bool = False
+    noisy: bool = False
+    sigma0: float = 0.5
+
+
+@dataclass
+class NatureCNNConfig:
+    _target_: str = "rlbench.networks.cnn.NatureCNN"
+    _partial_: bool = True
+    hidden: int = 512
+    input_scale: float = 1.0 / 255.0
+    dueling: bool = False  # Q-head options, as in NetworkConfig
+    noisy: bool = False
+    sigma0: float = 0.5
+
+
+@dataclass
+class ImpalaCNNConfig:
+    _target_: str = "rlbench.networks.cnn.ImpalaCNN"
+    _partial_: bool = True
+    channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    hidden: int = 256
+    input_scale: float = 1.0 / 255.0
+    dueling: bool = False
+    noisy: bool = False
+    sigma0: float = 0.5
+
+
+@dataclass
+class MinAtarCNNConfig:
+    _target_: str = "rlbench.networks.cnn.MinAtarCNN"
+    _partial_: bool = True
+    channels: int = 16
+    hidden: int = 128
+    input_scale: float = 1.0
+    dueling: bool = False
+    noisy: bool = False
+    sigma0: float = 0.5
+
+
+@dataclass
+class AutoNetworkConfig(NetworkConfig):
+    """``network=auto``: MLP (``hidden``, ``activation``) for flat observations, Nature CNN
+    for Atari-sized images, the MinAtar CNN for small ones."""
+
+    _target_: str = "rlbench.networks.cnn.auto_encoder"
 
 
 @dataclass
@@ -43,6 +127,19 @@ class BufferConfig:
     capacity: int = 10_000
     n_step: int = 1
     checkpoint: bool = True
+    # store single frames of stacked observations (Atari); follows env.frame_stack
+    frame_stack: int = II("oc.select:env.frame_stack,1")
+    # per-step reward clipping for learning; follows algo.clip_rewards (returns log unclipped)
+    clip_rewards: bool = II("oc.select:algo.clip_rewards,false")
+
+
+@dataclass
+class PrioritizedBufferConfig(BufferConfig):
+    _target_: str = "rlbench.buffers.prioritized.PrioritizedReplayBuffer"
+    alpha: float = 0.5
+    beta0: float = 0.4
+    beta_steps: int = MISSING  # conf/buffer/prioritized.yaml: ${total_env_steps}
+    priority_eps: float = 1e-6
 
 
 @dataclass
@@ -92,7 +189,78 @@ class DQNConfig:
     gradient_steps: int = 1
     max_grad_norm: float = 10.0
     loss: str = "huber"
+    distributional: bool = False
+    num_atoms: int = 51
+    v_min: float = -10.0
+    v_max: float = 10.0
+    clip_rewards: bool = False  # learn from rewards clipped to [-1, 1] (Atari protocol)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class PolicyGradientConfig:
+    """Keys shared by the on-policy family (``rlbench.algos.reinforce.PolicyGradientModule``)."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    lr: float = 1e-3
+    gamma: float = 0.99
+    ent_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    anneal_lr: bool = False
+    orthogonal_init: bool = True
+    init_log_std: float = 0.0
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(eps=1e-5))
+
+
+@dataclass
+class ReinforceConfig(PolicyGradientConfig):
+    _target_: str = "rlbench.algos.reinforce.Reinforce"
+    name: str = "reinforce"
+    episodes: int = 8
+    baseline: bool = True
+    normalize_returns: bool = True
+    vf_coef: float = 0.5
+    shared_encoder: bool = False
+
+
+@dataclass
+class RLOOConfig(PolicyGradientConfig):
+    _target_: str = "rlbench.algos.rloo.RLOO"
+    name: str = "rloo"
+    episodes: int = 16
+    group_size: int = 4
+    credit: str = "step"
+    normalize_advantages: bool = False
+
+
+@dataclass
+class ReinforcePPConfig(PolicyGradientConfig):
+    _target_: str = "rlbench.algos.reinforce_pp.ReinforcePP"
+    name: str = "reinforce_pp"
+    episodes: int = 8
+    epochs: int = 4
+    minibatches: int = 4
+    clip_coef: float = 0.2
+    kl_coef: float = 0.0
+
+
+@dataclass
+class PPOConfig(PolicyGradientConfig):
+    _target_: str = "rlbench.algos.ppo.PPO"
+    name: str = "ppo"
+    lr: float = 2.5e-4
+    gae_lambda: float = 0.95
+    num_steps: int = 128
+    epochs: int = 4
+    minibatches: int = 4
+    clip_coef: float = 0.2
+    clip_value_loss: bool = True
+    normalize_advantages: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    anneal_lr: bool = True
+    shared_encoder: bool = False
 
 
 @dataclass
@@ -119,18 +287,48 @@ class LoggerConfig:
 
 
 @dataclass
+class WandbLoggerConfig:
+    """Lightning's WandbLogger (``logger=wandb``, optional extra ``wandb``). The API key is read
+    by wandb from ``WANDB_API_KEY`` only; it has no config key, so it never reaches disk."""
+
+    _target_: str = "lightning.pytorch.loggers.WandbLogger"
+    save_dir: str = "."
+    project: str = "rlbench"
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    offline: bool = False
+    log_model: bool = False
+
+
+@dataclass
+class VideoConfig:
+    """Videos of evaluation episodes (``callbacks/video.py``), written to ``videos/*.mp4``."""
+
+    enabled: bool = False
+    every: int = 0  # env steps between recordings (0: only at the end of training)
+    episodes: int = 1  # episodes per recording
+    max_steps: int = 10_000  # env steps per recorded episode at most
+    tensorboard: bool = False  # also log the clip to TensorBoard (logger=tensorboard)
+
+
+@dataclass
 class TrainConfig:
     algo: Any = MISSING
     env: EnvConfig = MISSING
-    network: NetworkConfig = MISSING
+    network: Any = MISSING  # NetworkConfig or an image encoder's config
     buffer: BufferConfig = MISSING
     sampler: Any = MISSING
     trainer: TrainerConfig = MISSING
-    logger: LoggerConfig = MISSING
+    logger: Any = MISSING  # LoggerConfig or WandbLoggerConfig
+    video: VideoConfig = field(default_factory=VideoConfig)
     seed: int = 0
     total_env_steps: int = 50_000
     resume: str | None = None
     tags: list[str] = field(default_factory=list)
+    variant: str | None = None  # label of a sweep variant (reports group by it when set)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment=rainbow_ablation
 
 
 def register_configs() -> None:
@@ -138,14 +336,27 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="env", name="schema", node=EnvConfig)
+    cs.store(group="env", name="schema_atari", node=AtariEnvConfig)
+    cs.store(group="env", name="schema_minatar", node=MinAtarEnvConfig)
+    cs.store(group="env", name="schema_mujoco", node=MuJoCoEnvConfig)
+    cs.store(group="network", name="schema_nature_cnn", node=NatureCNNConfig)
+    cs.store(group="network", name="schema_impala_cnn", node=ImpalaCNNConfig)
+    cs.store(group="network", name="schema_minatar_cnn", node=MinAtarCNNConfig)
+    cs.store(group="network", name="schema_auto", node=AutoNetworkConfig)
     cs.store(group="network", name="schema_mlp", node=NetworkConfig)
     cs.store(group="buffer", name="schema_replay", node=BufferConfig)
+    cs.store(group="buffer", name="schema_prioritized", node=PrioritizedBufferConfig)
     cs.store(group="sampler", name="schema_epsilon_greedy", node=EpsilonGreedyConfig)
     cs.store(group="sampler", name="schema_greedy", node=GreedyConfig)
     cs.store(group="sampler", name="schema_boltzmann", node=BoltzmannConfig)
     cs.store(group="algo", name="schema_dqn", node=DQNConfig)
+    cs.store(group="algo", name="schema_reinforce", node=ReinforceConfig)
+    cs.store(group="algo", name="schema_rloo", node=RLOOConfig)
+    cs.store(group="algo", name="schema_reinforce_pp", node=ReinforcePPConfig)
+    cs.store(group="algo", name="schema_ppo", node=PPOConfig)
     cs.store(group="trainer", name="schema", node=TrainerConfig)
     cs.store(group="logger", name="schema", node=LoggerConfig)
+    cs.store(group="logger", name="schema_wandb", node=WandbLoggerConfig)
 
 
 def _positive(cfg: DictConfig, *keys: str, allow_zero: bool = False) -> None:
@@ -162,12 +373,17 @@ def _positive(cfg: DictConfig, *keys: str, allow_zero: bool = False) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range checks that types cannot express; raise a one-line ConfigError."""
+    variants = cfg.get("variants")
+    if variants and cfg.get("variant") not in variants:  # before the keys that read them
+        raise ConfigError(f"variant={cfg.get('variant')}: allowed {', '.join(variants)}")
     _positive(cfg, "total_env_steps", "env.num_envs", "buffer.capacity", "buffer.n_step")
     _positive(cfg, "trainer.eval_episodes", "trainer.log_every", "trainer.torch_threads")
     _positive(cfg, "trainer.eval_every", "trainer.checkpoint_every", allow_zero=True)
     _positive(cfg, "algo.lr", "algo.batch_size", "algo.train_every", "algo.gradient_steps")
     _positive(cfg, "algo.target_update_every")
     _positive(cfg, "algo.learning_starts", allow_zero=True)
+    _positive(cfg, "video.episodes", "video.max_steps")
+    _positive(cfg, "video.every", allow_zero=True)
     gamma = cfg.algo.get("gamma")
     if gamma is not None and not 0.0 <= gamma <= 1.0:
         raise ConfigError(f"algo.gamma={gamma}: must be in [0, 1]")
