@@ -243,6 +243,17 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resumes(tmp_path: Path) -> None:
     assert ckpt["ReplayDataModule"]["env_steps"] == stopped_at < 200000
     done = resume_in_process(tmp_path, [f"total_env_steps={stopped_at + 300}"])
     assert done["env_steps"] == stopped_at + 300
+    # identical to a run that was never interrupted (unflushed metrics travel in the ckpt)
+    straight = tmp_path.parent / "never_interrupted"
+    train(
+        straight,
+        f"total_env_steps={stopped_at + 300}",
+        "trainer.checkpoint_every=0",
+        "trainer.eval_every=0",
+    )
+    assert read_metrics(tmp_path) == read_metrics(straight)
+    a, b = weights(tmp_path), weights(straight)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_fresh_run_refuses_a_dir_that_holds_a_run(tmp_path: Path) -> None:

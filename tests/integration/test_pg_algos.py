@@ -202,10 +202,8 @@ def test_ctrl_c_saves_between_updates_and_resumes_identically(
     assert ckpt["global_step"] == 16 * 5 and ckpt["RolloutDataModule"]["batch"] is None
     results = resume_in_process(cut, [])
     assert results["status"] == "completed" and results["env_steps"] == 1024
-    # the interrupted run evaluated once more when it stopped (EvalCallback.on_train_end)
-    extra = [r for r in read_metrics(cut) if r["env_step"] == "640" and r["eval/return_mean"]]
-    assert len(extra) == 1
-    assert [r for r in read_metrics(cut) if r not in extra] == read_metrics(d)
+    # no extra evaluation or flush at the stop; unflushed metrics travel in the checkpoint
+    assert read_metrics(cut) == read_metrics(d)
     assert_same_weights(cut, d)
 
 

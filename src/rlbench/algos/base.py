@@ -54,6 +54,19 @@ class MetricAccumulator:
     def pending(self, name: str) -> list[torch.Tensor | float]:
         return self._values.get(name, [])
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Values not flushed yet, so a run resumed after Ctrl-C logs the same rows."""
+        return {
+            name: torch.stack([torch.as_tensor(v, dtype=torch.float64).cpu() for v in values])
+            for name, values in self._values.items()
+            if values
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._values.clear()
+        for name, values in state.items():
+            self._values[name].extend(float(v) for v in values)
+
     def compute(self) -> dict[str, float]:
         """Means of everything added since the last call; clears the accumulator."""
         out: dict[str, float] = {}
@@ -105,6 +118,16 @@ class RLModule(L.LightningModule):
         """
         raise NotImplementedError
 
+    def batch_to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Lightning moves no batches in the ``dataloader_iter`` flavour: do it here (a no-op
+        on CPU, where the tensors already are)."""
+        if self.device.type == "cpu":
+            return batch
+        return {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()
+        }
+
     # ---------------------------------------------------------------- checks
     def assert_finite(self, *, env_step: int) -> None:
         """Raise ``NonFiniteLossError`` naming the gradient step of the first bad loss.
@@ -127,7 +150,11 @@ class RLModule(L.LightningModule):
 
     # ---------------------------------------------------------------- state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rlbench_module"] = {"act_rng": self.act_rng.bit_generator.state}
+        checkpoint["rlbench_module"] = {
+            "act_rng": self.act_rng.bit_generator.state,
+            "metrics": self.metrics.state_dict(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.act_rng.bit_generator.state = checkpoint["rlbench_module"]["act_rng"]
+        self.metrics.load_state_dict(checkpoint["rlbench_module"].get("metrics", {}))

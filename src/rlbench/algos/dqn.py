@@ -185,6 +185,7 @@ class DQN(RLModule):
     # ------------------------------------------------------------------ learning
     def training_step(self, dataloader_iter: Iterator[Any]) -> None:
         batch, _, _ = next(dataloader_iter)
+        batch = self.batch_to_device(batch)
         env_step = int(batch["env_step"])
         if (
             env_step // self.target_update_every

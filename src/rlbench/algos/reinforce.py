@@ -163,11 +163,7 @@ class PolicyGradientModule(RLModule):
         and Lightning's per-batch overhead is paid once per rollout."""
         while True:
             batch, _, _ = next(dataloader_iter)
-            if self.device.type != "cpu":  # Lightning moves no batches for dataloader_iter
-                batch = {
-                    k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                    for k, v in batch.items()
-                }
+            batch = self.batch_to_device(batch)
             self.set_progress(batch["progress"])
             self.update(batch)
             if batch["last"]:

@@ -13,6 +13,13 @@ import lightning as L
 from rlbench.data.protocol import datamodule_of
 
 
+def was_interrupted(trainer: L.Trainer) -> bool:
+    """Whether this fit stopped on Ctrl-C: the end-of-training evaluation and metric flush
+    are then skipped (the checkpoint holds the unflushed metrics), so the resumed run
+    writes exactly the rows an uninterrupted one would."""
+    return any(getattr(cb, "interrupted", False) for cb in trainer.callbacks)  # type: ignore[attr-defined]
+
+
 class CheckpointCallback(L.Callback):
     """Saves a resumable checkpoint; the first Ctrl-C saves and stops cleanly, a second one
     interrupts at once."""

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
+from rlbench.callbacks.checkpoint import was_interrupted
 from rlbench.data.protocol import datamodule_of
 from rlbench.envs import EVAL_SEED_OFFSET, EnvFactory
 
@@ -87,6 +88,8 @@ class EvalCallback(L.Callback):
             self.run(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        if was_interrupted(trainer):
+            return
         if self.last_eval_step != datamodule_of(trainer).env_steps:
             self.run(trainer, module)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 
+from rlbench.callbacks.checkpoint import was_interrupted
 from rlbench.data.protocol import datamodule_of
 
 
@@ -54,7 +55,9 @@ class MetricsFlush(L.Callback):
             self.flush(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
-        if self.last_flush_step != datamodule_of(trainer).env_steps:
+        if self.last_flush_step != datamodule_of(trainer).env_steps and not was_interrupted(
+            trainer
+        ):
             self.flush(trainer, module)
         for logger in trainer.loggers:
             logger.save()
