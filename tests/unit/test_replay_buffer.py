@@ -179,3 +179,15 @@ def test_state_dict_round_trip_continues_identically() -> None:
 def test_too_small_capacity_is_rejected() -> None:
     with pytest.raises(ValueError, match="capacity"):
         make(capacity=3, num_envs=2)
+
+
+def test_one_step_fast_path_equals_the_general_window() -> None:
+    buf = make(capacity=50, seed=2)
+    feed(buf, [(float(i), i % 5 == 4, i % 7 == 6) for i in range(40)])
+    rows = np.arange(buf.complete - 1)
+    envs = np.zeros_like(rows)
+    fast = buf.gather(rows, envs, n_step=1, gamma=GAMMA)
+    for i, r in enumerate(rows):  # against the stored rows, read by hand
+        assert fast["reward"][i] == buf.reward[r, 0]
+        assert fast["discount"][i] == pytest.approx(0.0 if buf.terminated[r, 0] else GAMMA)
+        assert fast["next_obs"][i, 0] == buf.obs[(r + 1) % buf.rows, 0, 0]

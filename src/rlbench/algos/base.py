@@ -118,6 +118,26 @@ class RLModule(L.LightningModule):
         """
         raise NotImplementedError
 
+    def gradient_step(
+        self, loss: torch.Tensor, params: list[torch.Tensor], *, max_grad_norm: float
+    ) -> None:
+        """One optimizer step on ``loss`` over ``params``, clipping the global grad norm.
+
+        ``loss.backward()`` rather than ``manual_backward``: the latter only adds precision
+        and distributed hooks (two rounds of callback hooks, about 12% of a CartPole update
+        here), and these modules train in fp32 on one device. Gradients are reset to None
+        directly (``zero_grad`` through Lightning's wrapper costs ~100 us). The step goes
+        through Lightning's optimizer wrapper, which counts ``global_step``.
+        """
+        opt = self.optimizers()
+        assert not isinstance(opt, list)
+        for p in params:
+            p.grad = None
+        loss.backward()
+        if max_grad_norm > 0:
+            clip_grad_norm_(params, max_grad_norm)
+        opt.step()
+
     def batch_to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Lightning moves no batches in the ``dataloader_iter`` flavour: do it here (a no-op
         on CPU, where the tensors already are)."""

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlbench.algos.base import ReplaySpec, RLModule, clip_grad_norm_
+from rlbench.algos.base import ReplaySpec, RLModule
 from rlbench.data.protocol import datamodule_of
 from rlbench.errors import ConfigError
 from rlbench.losses import (
@@ -159,7 +159,8 @@ class DQN(RLModule):
         return cast(QHead, self.target_net[1])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.q_net.parameters(), lr=self.lr)
+        self._params: list[torch.Tensor] = list(self.q_net.parameters())
+        return self.optimizer_factory(self._params, lr=self.lr)
 
     # ------------------------------------------------------------------ acting
     def _q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -206,13 +207,7 @@ class DQN(RLModule):
         else:
             loss, priority, q_taken = self._td_loss(batch, weights)
 
-        opt = self.optimizers()
-        assert not isinstance(opt, list)
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.max_grad_norm > 0:
-            clip_grad_norm_(list(self.q_net.parameters()), self.max_grad_norm)
-        opt.step()
+        self.gradient_step(loss, self._params, max_grad_norm=self.max_grad_norm)
 
         datamodule_of(self.trainer).update_priorities(batch["indices"], priority)
         self.metrics.add("train/loss", loss.detach())

@@ -108,7 +108,7 @@ class PPO(PolicyGradientModule):
         )
         entropy_mean = entropy.mean()
         loss = policy_loss - self.ent_coef * entropy_mean + self.vf_coef * value_loss
-        self.optimize(loss)
+        self.gradient_step(loss, self._params, max_grad_norm=self.max_grad_norm)
         self.metrics.add("train/loss", loss.detach())
         self.metrics.add("train/policy_loss", policy_loss.detach())
         self.metrics.add("train/value_loss", value_loss.detach())

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlbench.algos.base import RLModule, clip_grad_norm_
+from rlbench.algos.base import RLModule
 from rlbench.data.rollout import RolloutSpec
 from rlbench.errors import ConfigError
 from rlbench.losses import explained_variance, standardize
@@ -185,23 +185,6 @@ class PolicyGradientModule(RLModule):
             for group in opt.param_groups:
                 group["lr"] = lr
 
-    def optimize(self, loss: torch.Tensor) -> None:
-        """One optimizer step on ``loss`` with gradient clipping.
-
-        ``loss.backward()`` rather than ``manual_backward``: the latter only adds precision
-        and distributed hooks (two rounds of callback hooks, about 12% of a CartPole update
-        here), and these modules train in fp32 on one device. The step goes through
-        Lightning's optimizer wrapper, which counts ``global_step``.
-        """
-        opt = self.optimizers()
-        assert not isinstance(opt, list)
-        for p in self._params:  # zero_grad(set_to_none=True) without its wrappers (~100 us)
-            p.grad = None
-        loss.backward()
-        if self.max_grad_norm > 0:
-            clip_grad_norm_(self._params, self.max_grad_norm)
-        opt.step()
-
     def train_stats(self, *, env_step: int) -> dict[str, float]:
         return {"train/lr": self.current_lr}
 
@@ -286,7 +269,7 @@ class Reinforce(PolicyGradientModule):
             value_loss = 0.5 * (value - batch["return"]).pow(2).mean()
             loss = loss + self.vf_coef * value_loss
             self.metrics.add("train/value_loss", value_loss.detach())
-        self.optimize(loss)
+        self.gradient_step(loss, self._params, max_grad_norm=self.max_grad_norm)
         self.metrics.add("train/loss", loss.detach())
         self.metrics.add("train/policy_loss", policy_loss.detach())
         self.metrics.add("train/entropy", entropy_mean.detach())

@@ -132,7 +132,7 @@ class ReinforcePP(PolicyGradientModule):
         )
         entropy_mean = entropy.mean()
         loss = policy_loss - self.ent_coef * entropy_mean
-        self.optimize(loss)
+        self.gradient_step(loss, self._params, max_grad_norm=self.max_grad_norm)
         self.metrics.add("train/loss", loss.detach())
         self.metrics.add("train/policy_loss", policy_loss.detach())
         self.metrics.add("train/entropy", entropy_mean.detach())

@@ -115,7 +115,7 @@ class RLOO(PolicyGradientModule):
         policy_loss = -(log_prob * batch["advantage"]).mean()
         entropy_mean = entropy.mean()
         loss = policy_loss - self.ent_coef * entropy_mean
-        self.optimize(loss)
+        self.gradient_step(loss, self._params, max_grad_norm=self.max_grad_norm)
         self.metrics.add("train/loss", loss.detach())
         self.metrics.add("train/policy_loss", policy_loss.detach())
         self.metrics.add("train/entropy", entropy_mean.detach())

@@ -254,7 +254,11 @@ class TrajectoryReplayBuffer:
         todo = np.arange(batch_size)
         for _ in range(1000):
             ages = self.rng.integers(1, self.complete + 1, size=todo.size)
-            e = self.rng.integers(0, self.num_envs, size=todo.size)
+            e = (
+                self.rng.integers(0, self.num_envs, size=todo.size)
+                if self.num_envs > 1
+                else np.zeros(todo.size, dtype=np.int64)
+            )
             r = (self.head - ages) % self.rows
             ok = self._valid(r, e, ages, n)
             rows[todo[ok]], envs[todo[ok]] = r[ok], e[ok]
@@ -271,6 +275,8 @@ class TrajectoryReplayBuffer:
             ``next_obs (B, *obs)`` bootstrap observation, ``discount (B,)`` = ``gamma**L``
             or 0 after termination, ``steps (B,)`` = L.
         """
+        if n_step == 1:  # the common case, without window arithmetic (same values)
+            return self._gather_one_step(rows, envs, gamma=gamma)
         n = n_step
         window = (rows[:, None] + np.arange(n)) % self.rows  # (B, n)
         e = envs[:, None]
@@ -295,6 +301,21 @@ class TrajectoryReplayBuffer:
             "next_obs": self._observations(boot, envs),
             "discount": discount.astype(np.float32),
             "steps": steps,
+        }
+
+    def _gather_one_step(self, rows: np.ndarray, envs: np.ndarray, *, gamma: float) -> Batch:
+        reward = self.reward[rows, envs]
+        if self.clip_rewards:
+            reward = np.clip(reward, -1.0, 1.0)
+        boot = rows + 1
+        boot[boot == self.rows] = 0
+        return {
+            "obs": self._observations(rows, envs),
+            "action": self.action[rows, envs],
+            "reward": reward,
+            "next_obs": self._observations(boot, envs),
+            "discount": np.where(self.terminated[rows, envs], 0.0, gamma).astype(np.float32),
+            "steps": np.ones(rows.size, dtype=np.int64),
         }
 
     def _observations(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
