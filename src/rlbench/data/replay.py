@@ -12,42 +12,16 @@ continues bit-identically from a new iterator.
 from __future__ import annotations
 
 import pickle
-import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-import lightning as L
 import numpy as np
 import torch
 
 from rlbench.buffers import TrajectoryReplayBuffer
+from rlbench.data.base import EnvStreamDataModule
 from rlbench.data.protocol import ReplaySpec
 from rlbench.envs import EnvFactory, random_actions
-from rlbench.errors import CheckpointError
-
-
-def global_rng_state() -> dict[str, Any]:
-    """python / numpy-global / torch RNG states in a ``weights_only``-loadable form."""
-    np_state = cast(tuple[Any, ...], np.random.get_state())
-    return {
-        "python": [*random.getstate()[1], random.getstate()[2]],
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].copy()),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-
-
-def set_global_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((3, tuple(py[:-1]), py[-1]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
 
 
 class ReplayLearner(Protocol):
@@ -59,21 +33,7 @@ class ReplayLearner(Protocol):
     def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray: ...
 
 
-class _Stream:
-    """Iterable handed to Lightning; each ``iter()`` continues from the DataModule's state."""
-
-    def __init__(self, next_batch: Callable[[], dict[str, Any]]) -> None:
-        self._next_batch = next_batch
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        while True:
-            try:
-                yield self._next_batch()
-            except StopIteration:
-                return
-
-
-class ReplayDataModule(L.LightningDataModule):
+class ReplayDataModule(EnvStreamDataModule):
     """Owns the training envs and the replay buffer; yields n-step replay batches.
 
     Args:
@@ -92,28 +52,18 @@ class ReplayDataModule(L.LightningDataModule):
         seed: int,
         total_env_steps: int,
     ) -> None:
-        super().__init__()
-        self.env_factory = env
+        super().__init__(env=env, seed=seed, total_env_steps=total_env_steps, rng_stream=2)
         self.buffer_factory = buffer
-        self.seed = seed
-        self.total_env_steps = total_env_steps
-        self.observation_space, self.action_space = env.spaces()
-        self.envs: Any = None
         self.buffer: TrajectoryReplayBuffer | None = None
-        self.env_steps = 0
-        self.episodes = 0
         self.pending_gradient_steps = 0
-        self.rng = np.random.default_rng([seed, 2])
-        self._restored_rng: dict[str, Any] | None = None
-        self.loaded_state = False
-        self._timer = {"collect_s": 0.0, "sample_s": 0.0}
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
         if self.envs is not None:
             return
-        self.envs = self.env_factory.make()
-        n = self.envs.num_envs
+        envs = self.env_factory.make()
+        self.start_envs(envs)
+        n = envs.num_envs
         obs_space, act_space = self.observation_space, self.action_space
         assert obs_space.shape is not None and act_space.shape is not None
         self.buffer = self.buffer_factory(
@@ -124,10 +74,6 @@ class ReplayDataModule(L.LightningDataModule):
             action_dtype=act_space.dtype,
             seed=self.seed,
         )
-        self.obs, _ = self.envs.reset(seed=self.seed)
-        self.prev_done = np.zeros(n, dtype=np.bool_)
-        self.ep_return = np.zeros(n, dtype=np.float64)
-        self.ep_length = np.zeros(n, dtype=np.int64)
         self.buffer.start(self.obs)
 
     @property
@@ -135,16 +81,8 @@ class ReplayDataModule(L.LightningDataModule):
         assert self.trainer is not None
         return cast(ReplayLearner, self.trainer.lightning_module)
 
-    def train_dataloader(self) -> _Stream:
-        return _Stream(self._next_batch)
-
     # ------------------------------------------------------------------ stream
     def _next_batch(self) -> dict[str, Any]:
-        if self._restored_rng is not None:
-            # Restored here, not in load_state_dict: Lightning draws from the global RNGs
-            # between loading a checkpoint and the first batch of the new iterator.
-            set_global_rng_state(self._restored_rng)
-            self._restored_rng = None
         spec: ReplaySpec = self.module.replay_spec
         assert self.buffer is not None
         while self.pending_gradient_steps == 0:
@@ -152,17 +90,13 @@ class ReplayDataModule(L.LightningDataModule):
                 assert self.trainer is not None
                 self.trainer.should_stop = True
                 raise StopIteration
-            t0 = time.perf_counter()
             self._collect(spec)
-            self._timer["collect_s"] += time.perf_counter() - t0
             if self.env_steps >= spec.learning_starts and self.buffer.can_sample():
                 self.pending_gradient_steps = spec.gradient_steps
         self.pending_gradient_steps -= 1
-        t0 = time.perf_counter()
         batch = self.buffer.sample(spec.batch_size, n_step=self.buffer.n_step, gamma=spec.gamma)
         out: dict[str, Any] = {k: torch.from_numpy(v) for k, v in batch.items()}
         out["env_step"] = self.env_steps
-        self._timer["sample_s"] += time.perf_counter() - t0
         return out
 
     def _collect(self, spec: ReplaySpec) -> None:
@@ -219,40 +153,19 @@ class ReplayDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         assert self.buffer is not None
         return {
-            "env_steps": self.env_steps,
-            "episodes": self.episodes,
+            **self.stream_state(),
             "pending_gradient_steps": self.pending_gradient_steps,
-            "envs": pickle.dumps(self.envs),
-            "obs": torch.from_numpy(np.array(self.obs)),
-            "prev_done": torch.from_numpy(self.prev_done.copy()),
-            "ep_return": torch.from_numpy(self.ep_return.copy()),
-            "ep_length": torch.from_numpy(self.ep_length.copy()),
-            "rng": self.rng.bit_generator.state,
-            "global_rng": global_rng_state(),
             "buffer": self.buffer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.buffer is not None
         try:
-            self.env_steps = state["env_steps"]
-            self.episodes = state["episodes"]
+            self.load_stream_state(state)
             self.pending_gradient_steps = state["pending_gradient_steps"]
-            self.envs.close()
-            self.envs = pickle.loads(state["envs"])
-            self.obs = state["obs"].numpy()
-            self.prev_done = state["prev_done"].numpy().copy()
-            self.ep_return = state["ep_return"].numpy().copy()
-            self.ep_length = state["ep_length"].numpy().copy()
-            self.rng.bit_generator.state = state["rng"]
-            self._restored_rng = state["global_rng"]
             self.buffer.load_state_dict(state["buffer"])
         except (KeyError, ValueError, pickle.UnpicklingError) as e:
-            raise CheckpointError(f"checkpoint data state does not match this run: {e}") from e
+            raise self.checkpoint_error(e) from e
         if not self.buffer.started:  # buffer saved without contents (buffer.checkpoint=false)
             self.buffer.start(self.obs)
         self.loaded_state = True
-
-    def teardown(self, stage: str) -> None:
-        if self.envs is not None:
-            self.envs.close()

@@ -38,13 +38,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import gymnasium as gym
-import lightning as L
 import numpy as np
 import torch
 
-from rlbench.data.replay import _Stream, global_rng_state, set_global_rng_state
+from rlbench.data.base import EnvStreamDataModule
 from rlbench.envs import EnvFactory
-from rlbench.errors import CheckpointError, ConfigError
+from rlbench.errors import ConfigError
 from rlbench.losses import gae, returns_to_go
 
 MODES = ("steps", "episodes")
@@ -124,7 +123,7 @@ def check_rollout_spec(spec: RolloutSpec, *, num_envs: int) -> None:
             )
 
 
-class RolloutDataModule(L.LightningDataModule):
+class RolloutDataModule(EnvStreamDataModule):
     """Owns the training envs; collects on-policy rollouts and yields their minibatches.
 
     Args:
@@ -141,16 +140,8 @@ class RolloutDataModule(L.LightningDataModule):
     """
 
     def __init__(self, *, env: EnvFactory, seed: int, total_env_steps: int) -> None:
-        super().__init__()
-        self.env_factory = env
-        self.seed = seed
-        self.total_env_steps = total_env_steps
-        self.observation_space, self.action_space = env.spaces()
-        self.envs: Any = None
-        self.env_steps = 0
-        self.episodes = 0
+        super().__init__(env=env, seed=seed, total_env_steps=total_env_steps, rng_stream=3)
         self.rollouts = 0
-        self.rng = np.random.default_rng([seed, 3])
         self.perm_rng = torch.Generator().manual_seed(
             int(np.random.SeedSequence([seed, 4]).generate_state(1)[0])
         )
@@ -162,8 +153,6 @@ class RolloutDataModule(L.LightningDataModule):
         self.minibatch = 0
         self.perm: torch.Tensor | None = None
         self._shuffled: dict[str, torch.Tensor] | None = None  # batch[perm], not saved
-        self._restored_rng: dict[str, Any] | None = None
-        self.loaded_state = False
 
     # ------------------------------------------------------------------ setup
     @property
@@ -186,22 +175,10 @@ class RolloutDataModule(L.LightningDataModule):
                 )
             factory = dataclasses.replace(factory, vectorization="serial")
         self.backend = factory.backend(n)
-        self.envs = factory.make()
-        self.obs, _ = self.envs.reset(seed=self.seed)
-        self.prev_done = np.zeros(n, dtype=np.bool_)
-        self.ep_return = np.zeros(n, dtype=np.float64)
-        self.ep_length = np.zeros(n, dtype=np.int64)
-
-    def train_dataloader(self) -> _Stream:
-        return _Stream(self._next_batch)
+        self.start_envs(factory.make())
 
     # ------------------------------------------------------------------ stream
     def _next_batch(self) -> dict[str, Any]:
-        if self._restored_rng is not None:
-            # Restored here, not in load_state_dict: Lightning draws from the global RNGs
-            # between loading a checkpoint and the first batch of the new iterator.
-            set_global_rng_state(self._restored_rng)
-            self._restored_rng = None
         spec = self.module.rollout_spec
         while self.batch is None:
             if self.env_steps >= self.total_env_steps:
@@ -442,17 +419,9 @@ class RolloutDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
-            "env_steps": self.env_steps,
-            "episodes": self.episodes,
+            **self.stream_state(),
             "rollouts": self.rollouts,
-            "envs": pickle.dumps(self.envs),
-            "obs": torch.from_numpy(np.array(self.obs)),
-            "prev_done": torch.from_numpy(self.prev_done.copy()),
-            "ep_return": torch.from_numpy(self.ep_return.copy()),
-            "ep_length": torch.from_numpy(self.ep_length.copy()),
-            "rng": self.rng.bit_generator.state,
             "perm_rng": self.perm_rng.get_state(),
-            "global_rng": global_rng_state(),
             "batch": self.batch,
             "meta": dict(self.meta),
             "epoch": self.epoch,
@@ -462,19 +431,9 @@ class RolloutDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
-            self.env_steps = state["env_steps"]
-            self.episodes = state["episodes"]
+            self.load_stream_state(state)
             self.rollouts = state["rollouts"]
-            if self.envs is not None:
-                self.envs.close()
-            self.envs = pickle.loads(state["envs"])
-            self.obs = state["obs"].numpy()
-            self.prev_done = state["prev_done"].numpy().copy()
-            self.ep_return = state["ep_return"].numpy().copy()
-            self.ep_length = state["ep_length"].numpy().copy()
-            self.rng.bit_generator.state = state["rng"]
             self.perm_rng.set_state(state["perm_rng"])
-            self._restored_rng = state["global_rng"]
             self.batch = state["batch"]
             self.meta = dict(state["meta"])
             self.epoch = state["epoch"]
@@ -482,9 +441,5 @@ class RolloutDataModule(L.LightningDataModule):
             self.perm = state["perm"]
             self._shuffled = None
         except (KeyError, ValueError, TypeError, pickle.UnpicklingError) as e:
-            raise CheckpointError(f"checkpoint data state does not match this run: {e}") from e
+            raise self.checkpoint_error(e) from e
         self.loaded_state = True
-
-    def teardown(self, stage: str) -> None:
-        if self.envs is not None:
-            self.envs.close()
