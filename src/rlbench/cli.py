@@ -262,7 +262,10 @@ def run(cfg: DictConfig) -> int:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     start = time.time()
-    keep_results = bool(cfg.resume)
+    # never overwrite what a run already saved there with the record of a refused start
+    keep_results = bool(cfg.resume) or any(
+        (run_dir / name).exists() for name in ("results.json", "checkpoints/last.ckpt")
+    )
     try:
         if cfg.resume:
             cfg = resume_config(cfg, run_dir, list(hc.overrides.task))

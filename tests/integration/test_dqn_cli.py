@@ -262,3 +262,12 @@ def test_fresh_run_refuses_a_dir_that_holds_a_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="already holds a run; continue it with resume="):
         train(tmp_path, "total_env_steps=300")
     assert (tmp_path / "metrics.csv").read_bytes() == before
+
+
+def test_refused_start_on_the_command_line_keeps_the_saved_results(tmp_path: Path) -> None:
+    train(tmp_path, "total_env_steps=300")
+    (tmp_path / "results.json").write_text('{"status": "completed"}')
+    saved = (tmp_path / "results.json").read_bytes()
+    proc = run_cli([*DEBUG, f"hydra.run.dir={tmp_path}", "total_env_steps=300"])
+    assert proc.returncode == 2 and "already holds a run" in one_line_error(proc)
+    assert (tmp_path / "results.json").read_bytes() == saved
