@@ -70,3 +70,31 @@ def resume_in_process(run_dir: Path, overrides: list[str]) -> dict[str, object]:
 
     cfg = resume_config(compose_cfg([]), run_dir, overrides)
     return train(cfg, run_dir=run_dir)
+
+
+def assert_learns(run_dir: Path, overrides: list[str], *, threshold: float, within: int) -> None:
+    """Train ``overrides`` for at most ``within`` env steps, stopping at the first evaluation
+    whose mean return reaches ``threshold``; assert that it did, and within the budget."""
+    import csv
+
+    results = train_in_process(
+        run_dir,
+        [
+            *overrides,
+            f"total_env_steps={within}",
+            "trainer.progress_bar=false",
+            "logger=csv",
+            f"trainer.stop_at_eval_return={threshold}",
+        ],
+    )
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        evals = [
+            (int(r["env_step"]), float(r["eval/return_mean"]))
+            for r in csv.DictReader(f)
+            if r.get("eval/return_mean")
+        ]
+    best_step, best = max(evals, key=lambda e: (e[1], -e[0]))
+    assert best >= threshold, evals
+    assert best_step <= within
+    assert results["status"] == "completed"
+    assert float(results["eval_return_mean"]) >= threshold  # type: ignore[arg-type]
