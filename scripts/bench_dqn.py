@@ -17,59 +17,18 @@ the ratios, and the share of rlbench's training loop spent inside Lightning itse
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import shutil
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, run_child, summarize, train_instrumented
+
 LEARNING_STARTS = 10_000
 
 
 def child_rlbench(steps: int, out_dir: str) -> dict[str, Any]:
-    """Train through rlbench's real config path; time the loop and its parts."""
-    import csv
-
-    from hydra import compose, initialize_config_dir
-
     from rlbench.algos.dqn import DQN
-    from rlbench.callbacks import CheckpointCallback, EvalCallback, MetricsFlush
-    from rlbench.cli import CONF_DIR, train
-
-    spent = {"step": 0.0, "callbacks": 0.0}
-
-    def timed(fn: Any, key: str) -> Any:
-        @functools.wraps(fn)  # keeps the signature: Lightning inspects it for dataloader_iter
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[key] += time.perf_counter() - t0
-
-        return wrapper
-
-    DQN.training_step = timed(DQN.training_step, "step")  # type: ignore[method-assign]
-    for cb in (EvalCallback, MetricsFlush, CheckpointCallback):
-        cb.on_train_batch_end = timed(cb.on_train_batch_end, "callbacks")  # type: ignore[method-assign]
-    fit: dict[str, float] = {}
-    import lightning as L
-
-    orig_fit = L.Trainer.fit
-
-    def fit_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return orig_fit(self, *args, **kwargs)
-        finally:
-            fit["s"] = time.perf_counter() - t0
-
-    L.Trainer.fit = fit_timed  # type: ignore[method-assign]
 
     overrides = [
         "algo=dqn",
@@ -95,33 +54,7 @@ def child_rlbench(steps: int, out_dir: str) -> dict[str, Any]:
         "logger=csv",
         "seed=1",
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    run_dir = Path(out_dir)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    results = train(cfg, run_dir=run_dir)
-    # steady state from the per-window throughput the run logged itself
-    dt = dsteps = 0.0
-    prev = 0
-    with (run_dir / "metrics.csv").open() as f:
-        for row in csv.DictReader(f):
-            rate = row.get("perf/env_steps_per_s")
-            if not rate:
-                continue
-            step = int(row["env_step"])
-            if prev >= LEARNING_STARTS:
-                dsteps += step - prev
-                dt += (step - prev) / float(rate)
-            prev = step
-    loop = fit["s"]
-    ours = spent["step"] + spent["callbacks"]
-    return {
-        "steady_sps": dsteps / dt,
-        "eval": results["eval_return_mean"],
-        "loop_s": loop,
-        "lightning_share": (loop - ours) / loop,
-    }
+    return train_instrumented(DQN, overrides, out_dir, steady_from=LEARNING_STARTS)
 
 
 def child_sb3(steps: int) -> dict[str, Any]:
@@ -169,22 +102,6 @@ def child_sb3(steps: int) -> dict[str, Any]:
     return {"steady_sps": (steps - LEARNING_STARTS) / (t_end - clock.t_start), "eval": mean}
 
 
-def run_child(kind: str, steps: int, out_dir: Path) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--steps", str(steps), "--out", str(out_dir)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_s"] = wall
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -202,7 +119,8 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {"rlbench": [], "sb3": []}
     for i in range(args.repeats):
         for kind in ("rlbench", "sb3"):
-            r = run_child(kind, args.steps, Path(args.out) / f"{kind}_{i}")
+            out = str(Path(args.out) / f"{kind}_{i}")
+            r = run_child(__file__, ["--child", kind, "--steps", str(args.steps), "--out", out])
             runs[kind].append(r)
             print(
                 f"[{i}] {kind:8s} wall {r['wall_s']:6.2f} s  steady {r['steady_sps']:8.0f} "
@@ -210,33 +128,11 @@ def main() -> None:
                 flush=True,
             )
 
-    def stat(kind: str, key: str) -> tuple[float, float]:
-        values = [r[key] for r in runs[kind]]
-        return min(values), statistics.median(values)
-
-    print(
-        f"\nDQN CartPole-v1, {args.steps} env steps, {args.repeats} interleaved repeats "
-        "(min / median)"
-    )
-    for key, label in (("wall_s", "total wall s"), ("steady_sps", "steady env steps/s")):
-        a, b = stat("rlbench", key), stat("sb3", key)
-        print(f"  {label:20s} rlbench {a[0]:9.2f} / {a[1]:9.2f}   sb3 {b[0]:9.2f} / {b[1]:9.2f}")
-    walls = [r["wall_s"] / s["wall_s"] for r, s in zip(runs["rlbench"], runs["sb3"], strict=True)]
-    sps = [
-        r["steady_sps"] / s["steady_sps"] for r, s in zip(runs["rlbench"], runs["sb3"], strict=True)
-    ]
-    print(
-        f"  wall ratio rlbench/sb3     min {min(walls):.3f}  median {statistics.median(walls):.3f}"
-        "   (target <= 0.65)"
-    )
-    print(
-        f"  steady ratio rlbench/sb3   min {min(sps):.3f}  median {statistics.median(sps):.3f}"
-        "   (target >= 2.5)"
-    )
-    share = [r["lightning_share"] for r in runs["rlbench"]]
-    print(
-        f"  Lightning share of rlbench's loop  min {min(share):.1%}  median "
-        f"{statistics.median(share):.1%}   (target <= 20%)"
+    summarize(
+        runs,
+        title=f"DQN CartPole-v1, {args.steps} env steps, {args.repeats} interleaved repeats",
+        wall_target=0.65,
+        steady_target=2.5,
     )
 
 

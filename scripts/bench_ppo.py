@@ -21,59 +21,18 @@ loop spent inside Lightning itself.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import shutil
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, run_child, summarize, train_instrumented
+
 STEADY_FROM = 10_240  # 20 rollouts of 512 env steps
 
 
 def child_rlbench(steps: int, seed: int, out_dir: str) -> dict[str, Any]:
-    """Train through rlbench's real config path; time the loop and its parts."""
-    import csv
-
-    from hydra import compose, initialize_config_dir
-
     from rlbench.algos.ppo import PPO
-    from rlbench.callbacks import CheckpointCallback, EvalCallback, MetricsFlush
-    from rlbench.cli import CONF_DIR, train
-
-    spent = {"step": 0.0, "callbacks": 0.0}
-
-    def timed(fn: Any, key: str) -> Any:
-        @functools.wraps(fn)  # keeps the signature: Lightning inspects it for dataloader_iter
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[key] += time.perf_counter() - t0
-
-        return wrapper
-
-    PPO.training_step = timed(PPO.training_step, "step")  # type: ignore[method-assign]
-    for cb in (EvalCallback, MetricsFlush, CheckpointCallback):
-        cb.on_train_batch_end = timed(cb.on_train_batch_end, "callbacks")  # type: ignore[method-assign]
-    fit: dict[str, float] = {}
-    import lightning as L
-
-    orig_fit = L.Trainer.fit
-
-    def fit_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return orig_fit(self, *args, **kwargs)
-        finally:
-            fit["s"] = time.perf_counter() - t0
-
-    L.Trainer.fit = fit_timed  # type: ignore[method-assign]
 
     overrides = [
         "experiment=ppo_cartpole",  # CleanRL ppo.py defaults (see conf/experiment)
@@ -86,33 +45,7 @@ def child_rlbench(steps: int, seed: int, out_dir: str) -> dict[str, Any]:
         "logger=csv",
         f"seed={seed}",
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    run_dir = Path(out_dir)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    results = train(cfg, run_dir=run_dir)
-    # steady state from the per-window throughput the run logged itself
-    dt = dsteps = 0.0
-    prev = 0
-    with (run_dir / "metrics.csv").open() as f:
-        for row in csv.DictReader(f):
-            rate = row.get("perf/env_steps_per_s")
-            if not rate:
-                continue
-            step = int(row["env_step"])
-            if prev >= STEADY_FROM:
-                dsteps += step - prev
-                dt += (step - prev) / float(rate)
-            prev = step
-    loop = fit["s"]
-    ours = spent["step"] + spent["callbacks"]
-    return {
-        "steady_sps": dsteps / dt,
-        "eval": results["eval_return_mean"],
-        "loop_s": loop,
-        "lightning_share": (loop - ours) / loop,
-    }
+    return train_instrumented(PPO, overrides, out_dir, steady_from=STEADY_FROM)
 
 
 def child_sb3(steps: int, seed: int) -> dict[str, Any]:
@@ -165,33 +98,6 @@ def child_sb3(steps: int, seed: int) -> dict[str, Any]:
     return {"steady_sps": sps, "eval": mean}
 
 
-def run_child(kind: str, steps: int, seed: int, out_dir: Path) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            kind,
-            "--steps",
-            str(steps),
-            "--seed",
-            str(seed),
-            "--out",
-            str(out_dir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_s"] = wall
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -212,7 +118,20 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {"rlbench": [], "sb3": []}
     for i in range(args.repeats):
         for kind in ("rlbench", "sb3"):
-            r = run_child(kind, args.steps, args.seed + i, Path(args.out) / f"{kind}_{i}")
+            out = str(Path(args.out) / f"{kind}_{i}")
+            r = run_child(
+                __file__,
+                [
+                    "--child",
+                    kind,
+                    "--steps",
+                    str(args.steps),
+                    "--seed",
+                    str(args.seed + i),
+                    "--out",
+                    out,
+                ],
+            )
             runs[kind].append(r)
             print(
                 f"[seed {args.seed + i}] {kind:8s} wall {r['wall_s']:6.2f} s  steady "
@@ -220,36 +139,12 @@ def main() -> None:
                 flush=True,
             )
 
-    def stat(kind: str, key: str) -> tuple[float, float]:
-        values = [r[key] for r in runs[kind]]
-        return min(values), statistics.median(values)
-
-    print(
-        f"\nPPO CartPole-v1, {args.steps} env steps, {args.repeats} interleaved seeds "
-        "(min / median)"
-    )
-    for key, label in (
-        ("wall_s", "total wall s"),
-        ("steady_sps", "steady env steps/s"),
-        ("eval", "final eval return"),
-    ):
-        a, b = stat("rlbench", key), stat("sb3", key)
-        print(f"  {label:20s} rlbench {a[0]:9.2f} / {a[1]:9.2f}   sb3 {b[0]:9.2f} / {b[1]:9.2f}")
-    pairs = list(zip(runs["rlbench"], runs["sb3"], strict=True))
-    walls = [r["wall_s"] / s["wall_s"] for r, s in pairs]
-    sps = [r["steady_sps"] / s["steady_sps"] for r, s in pairs]
-    print(
-        f"  wall ratio rlbench/sb3     min {min(walls):.3f}  median {statistics.median(walls):.3f}"
-        "   (target <= 0.55)"
-    )
-    print(
-        f"  steady ratio rlbench/sb3   min {min(sps):.3f}  median {statistics.median(sps):.3f}"
-        "   (target >= 2.5)"
-    )
-    share = [r["lightning_share"] for r in runs["rlbench"]]
-    print(
-        f"  Lightning share of rlbench's loop  min {min(share):.1%}  median "
-        f"{statistics.median(share):.1%}"
+    summarize(
+        runs,
+        title=f"PPO CartPole-v1, {args.steps} env steps, {args.repeats} interleaved seeds",
+        wall_target=0.55,
+        steady_target=2.5,
+        show_eval=True,
     )
 
 
