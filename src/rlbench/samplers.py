@@ -104,6 +104,11 @@ class EpsilonGreedy(ActionSampler):
         # One draw of 2B uniforms per call (cheaper than random + integers): the first B
         # decide who explores, the last B pick their uniform actions.
         u = rng.random(2 * b)
+        if b == 1:  # one env (the common DQN set-up): python scalars, same draws and result
+            explore, pick = u.tolist()
+            if explore < self.epsilon(step):
+                return np.array([int(pick * a)], dtype=np.int64)
+            return np.asarray(_values(scores).argmax(axis=1))
         random = u[:b] < self.epsilon(step)
         actions = (u[b:] * a).astype(np.int64)
         if random.all():

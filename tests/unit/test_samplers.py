@@ -50,6 +50,19 @@ def test_epsilon_greedy_skips_forward_when_all_explore_and_is_deterministic() ->
     np.testing.assert_array_equal(a, b)
 
 
+def test_epsilon_greedy_one_env_path_equals_batched_path() -> None:
+    """The python-scalar path for one env picks what the batched path picks for that env."""
+    sampler = EpsilonGreedy(start=1.0, end=0.0, decay_steps=100)
+    q = np.array([[0.0, 0.5, 2.0]])
+    for seed in range(200):
+        step = seed % 120  # epsilon from 1 down to 0
+        one = sampler(q, step=step, rng=np.random.default_rng(seed))
+        u = np.random.default_rng(seed).random(2)
+        expect = int(u[1] * 3) if u[0] < sampler.epsilon(step) else 2
+        assert one.dtype == np.int64 and one.shape == (1,)
+        assert int(one[0]) == expect
+
+
 def test_explore_false_is_greedy_for_every_sampler() -> None:
     q = np.array([[0.0, 3.0], [2.0, 1.0]])
     for sampler in (EpsilonGreedy(start=1.0, end=1.0, decay_steps=1), Boltzmann(temperature=5.0)):

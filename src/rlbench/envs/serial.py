@@ -22,6 +22,29 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 
+class _IntDiscrete(gym.spaces.Discrete):
+    """``Discrete`` with a fast path for python ints in ``contains``.
+
+    Classic-control envs assert ``action_space.contains(action)`` on every step, and
+    Gymnasium's ``Discrete.contains`` builds ``np.iinfo`` on each call (about 7 us, a quarter
+    of a CartPole step). For an int the answer is the same range check; everything else
+    takes Discrete's own path.
+    """
+
+    def contains(self, x: Any) -> bool:
+        if type(x) is int:
+            return bool(self.start <= x < self.start + self.n)
+        return super().contains(x)
+
+
+def _fast_action_space(env: gym.Env[Any, Any]) -> None:
+    """Give a plain ``Discrete`` action space of ``env`` the int fast path, in place (the same
+    object, RNG state included, so wrappers and ``action_space.sample`` are unaffected)."""
+    space = env.unwrapped.action_space
+    if type(space) is gym.spaces.Discrete:
+        space.__class__ = _IntDiscrete
+
+
 class SerialVectorEnv(VectorEnv):
     """Steps ``len(env_fns)`` envs one after the other; picklable when its envs are."""
 
@@ -48,6 +71,9 @@ class SerialVectorEnv(VectorEnv):
         self._autoreset = np.zeros(self.num_envs, dtype=np.bool_)
         # Discrete envs get python ints: ``Discrete.contains(np.int64)`` costs ~10 us a call.
         self._discrete = isinstance(self.single_action_space, gym.spaces.Discrete)
+        if self._discrete:
+            for env in self.envs:
+                _fast_action_space(env)
 
     def reset(
         self,

@@ -30,9 +30,9 @@ def _flatten(x: np.ndarray) -> np.ndarray:
 def _linear(layer: nn.Linear) -> Op:
     w = layer.weight.detach().numpy().T  # (in, out) view of the (out, in) parameter
     if layer.bias is None:
-        return lambda x: x @ w
+        return lambda x: np.dot(x, w)
     b = layer.bias.detach().numpy()
-    return lambda x: x @ w + b
+    return lambda x: np.dot(x, w) + b  # np.dot: about 1 us less than ``@`` on tiny inputs
 
 
 def _ops(module: nn.Module) -> list[Op] | None:
