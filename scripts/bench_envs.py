@@ -4,7 +4,8 @@ Random policy, actions drawn in advance (so only env stepping is timed); all con
 a comparison live at once and take turns in chunks of 50 vector steps (see ``compare``).
 
 - Atari Breakout x8 (``--atari-envs``): (a) ``AtariFactory.make()`` (rlbench), (b) ale-py's raw
-  ``AtariVectorEnv`` with the same preprocessing, (c) Gymnasium ``SyncVectorEnv`` of
+  ``AtariVectorEnv`` with the same preprocessing and its default thread count (one per
+  env), (b') the same with rlbench's thread count (one per core), (c) Gymnasium ``SyncVectorEnv`` of
   ``ALE/Breakout-v5`` + ``AtariPreprocessing`` + ``FrameStackObservation`` (needs opencv).
   Targets: (a) >= 0.9x (b) and >= 2x (c).
 - CartPole-v1 per env count: rlbench's serial/sync/native backends and its ``auto`` choice
@@ -77,10 +78,11 @@ def box_actions(space: gym.spaces.Box, num_envs: int, length: int = 4096) -> np.
 def bench_atari(num_envs: int, steps: int, repeats: int) -> None:
     from ale_py.vector_env import AtariVectorEnv
 
-    from rlbench.envs.atari import AtariFactory, _native_options
+    from rlbench.envs.atari import AtariFactory, _native_options, native_threads
 
     factory = AtariFactory(game="breakout", num_envs=num_envs)
-    native_kwargs = _native_options(factory._options())
+    native_kwargs = _native_options(factory._options())  # num_threads 0: ale-py's default
+    threads = native_threads(0, num_envs)
 
     def gym_sync() -> Any:
         import ale_py
@@ -97,6 +99,9 @@ def bench_atari(num_envs: int, steps: int, repeats: int) -> None:
     makers: dict[str, Maker] = {
         "(a) rlbench AtariFactory": factory.make,
         "(b) raw AtariVectorEnv": lambda: AtariVectorEnv("breakout", num_envs, **native_kwargs),
+        f"(b') raw, num_threads={threads}": lambda: AtariVectorEnv(
+            "breakout", num_envs, **{**native_kwargs, "num_threads": threads}
+        ),
     }
     try:
         import cv2  # noqa: F401
@@ -111,6 +116,8 @@ def bench_atari(num_envs: int, steps: int, repeats: int) -> None:
         print(f"  {name:34s} {rate:10.0f}")
     a, b = rates["(a) rlbench AtariFactory"], rates["(b) raw AtariVectorEnv"]
     print(f"  (a)/(b) = {a / b:.2f}  (target >= 0.9)")
+    b2 = rates[f"(b') raw, num_threads={threads}"]
+    print(f"  (a)/(b') = {a / b2:.2f}  (rlbench's wrapper overhead at equal thread counts)")
     c = rates.get("(c) gym Sync+AtariPreprocessing")
     if c:
         print(f"  (a)/(c) = {a / c:.2f}  (target >= 2)")

@@ -45,6 +45,7 @@ class AtariEnvConfig(EnvConfig):
     full_action_space: bool = False
     max_episode_frames: int = 108_000
     fire_reset: bool = True
+    fire_on_life_loss: bool = True
     num_threads: int = 0
     resume_replay: bool = True
 

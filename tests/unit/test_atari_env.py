@@ -102,6 +102,45 @@ def test_without_episodic_life_a_lost_life_is_no_episode_end() -> None:
     pytest.fail("no life was lost")
 
 
+@pytest.mark.parametrize("fire", [True, False])
+def test_fire_on_life_loss_serves_the_next_ball(fire: bool) -> None:
+    """A policy that never presses FIRE ends a Breakout game (5 lives, about 120 steps)
+    when the env presses FIRE after each lost life; without it the game stalls to the cap."""
+    factory = AtariFactory(
+        game="breakout", num_envs=1, fire_on_life_loss=fire, max_episode_frames=4000
+    )
+    envs = factory.for_evaluation().make()
+    envs.reset(seed=0)
+    noop = np.zeros(1, dtype=np.int64)
+    steps = 0
+    while steps < 1000:
+        _, _, term, trunc, info = envs.step(noop)
+        steps += 1
+        if term[0] or trunc[0]:
+            break
+    if fire:
+        assert term[0] and int(info["lives"][0]) == 0 and steps < 400
+    else:
+        assert trunc[0] and int(info["lives"][0]) == 4 and steps == 1000  # 4000 frames
+
+
+def test_pickle_right_after_a_lost_life_keeps_the_pending_fire() -> None:
+    envs = AtariFactory(game="breakout", num_envs=1).for_evaluation().make()
+    envs.reset(seed=3)
+    noop = np.zeros(1, dtype=np.int64)
+    for _ in range(400):
+        envs.step(noop)
+        if envs._fire_next.any():
+            break
+    assert envs._fire_next.all()
+    restored = pickle.loads(pickle.dumps(envs))
+    a = [envs.step(noop) for _ in range(60)]
+    b = [restored.step(noop) for _ in range(60)]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x[0], y[0])
+        np.testing.assert_array_equal(x[4]["lives"], y[4]["lives"])
+
+
 @pytest.mark.parametrize("episodic_life", [False, True])
 def test_pickle_restores_the_exact_state_by_replay(episodic_life: bool) -> None:
     factory = AtariFactory(game="breakout", num_envs=2, episodic_life=episodic_life)
@@ -172,6 +211,10 @@ def test_render_env_plays_the_training_observations_in_lockstep() -> None:
         ref_obs, ref_reward, *_ = ref.step(np.array([a]))
         np.testing.assert_array_equal(obs, ref_obs[0])
         assert reward == ref_reward[0]
+    for _ in range(150):  # NOOPs past lost lives: the FIRE the env presses reaches both
+        obs, *_ = env.step(0)
+        ref_obs, *_ = ref.step(np.array([0]))
+        np.testing.assert_array_equal(obs, ref_obs[0])
     frame = env.render()
     assert frame.shape == (210, 160, 3) and frame.dtype == np.uint8 and frame.any()
     env.close()

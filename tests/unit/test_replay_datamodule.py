@@ -93,6 +93,41 @@ def test_episode_statistics_exclude_the_autoreset_step() -> None:
         assert ret == pytest.approx(length * (length + 1) / 2)
 
 
+class RewardScaledFactory(EnvFactory):
+    """Counter envs behind reward normalization: learning rewards scaled, raw ones in info."""
+
+    def make(self, *, num_envs: int | None = None) -> Any:
+        from rlbench.envs.mujoco import NormalizeVectorEnv
+
+        return NormalizeVectorEnv(
+            super().make(num_envs=num_envs), normalize_obs=False, normalize_reward=True
+        )
+
+
+def test_episode_returns_are_logged_raw_when_the_env_normalizes_rewards() -> None:
+    spec = ReplaySpec(
+        batch_size=8, learning_starts=10, train_every=10, gradient_steps=1, gamma=0.99
+    )
+    dm = ReplayDataModule(
+        env=RewardScaledFactory(id="rlbench_test_envs:Counter-v0", num_envs=2),
+        buffer=functools.partial(TrajectoryReplayBuffer, capacity=10_000, n_step=1),
+        seed=0,
+        total_env_steps=200,
+    )
+    module = StubModule(spec)
+    dm.trainer = SimpleNamespace(lightning_module=module, should_stop=False)  # type: ignore[assignment]
+    dm.setup("fit")
+    out = batches(dm)
+    lengths = module.metrics.pending("rollout/episode_length")
+    returns = module.metrics.pending("rollout/episode_return")
+    assert lengths
+    for length, ret in zip(lengths, returns, strict=True):
+        assert ret == pytest.approx(length * (length + 1) / 2)  # raw Counter rewards
+    # while the buffer learns from the normalized ones
+    obs, reward = out[-1]["obs"].numpy(), out[-1]["reward"].numpy()
+    assert not np.allclose(reward, obs[:, 1] + 1)
+
+
 def test_state_dict_round_trip_continues_identically() -> None:
     spec = ReplaySpec(batch_size=16, learning_starts=20, train_every=5, gradient_steps=1, gamma=0.9)
     a, _ = make_dm("CartPole-v1", num_envs=2, spec=spec, total=400)

@@ -112,7 +112,7 @@ class ReplayDataModule(EnvStreamDataModule):
                 actions = random_actions(self.action_space, n, self.rng)
             else:
                 actions = module.act(self.obs, explore=True, env_step=self.env_steps)
-            next_obs, reward, terminated, truncated, _ = self.envs.step(actions)
+            next_obs, reward, terminated, truncated, info = self.envs.step(actions)
             buffer.add(
                 action=actions,
                 reward=reward,
@@ -121,7 +121,8 @@ class ReplayDataModule(EnvStreamDataModule):
                 next_obs=next_obs,
                 ignored=self.prev_done,
             )
-            self._track_episodes(reward, terminated | truncated)
+            # episode statistics in the env's own units when it normalizes rewards (MuJoCo)
+            self._track_episodes(info.get("raw_reward", reward), terminated | truncated)
             self.obs = next_obs
             self.env_steps += n
 

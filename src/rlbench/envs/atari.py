@@ -32,6 +32,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -95,6 +96,17 @@ def _native_options(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def native_threads(requested: int, num_envs: int) -> int:
+    """Worker threads for the native env: ``requested``, or for 0 one per env up to the cores
+    this process may use. (ale-py's own 0 means one per env; with more threads than cores
+    they contend: Breakout x8 on the 2-core dev machine steps about 10% faster with 2
+    threads than with 8, ``scripts/bench_envs.py``.)"""
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(num_envs, cores or 1))
+
+
 class NativeAtariVectorEnv(VectorEnv):
     """ale-py's ``AtariVectorEnv`` with NEXT_STEP autoreset, episodic life as a learning
     signal, per-env seeds and exact resume by replay (see the module docstring).
@@ -106,6 +118,10 @@ class NativeAtariVectorEnv(VectorEnv):
         game: snake_case ROM name.
         num_envs: envs stepped together.
         episodic_life: a lost life ends the episode for learning; the game goes on.
+        fire_on_life_loss: in games with a FIRE action, the step after a lost life presses
+            FIRE instead of the agent's action (with ``episodic_life``, instead of the NOOP
+            restart). Breakout waits for FIRE to serve the next ball, so a greedy policy that
+            never presses it would otherwise stall until ``max_episode_frames``.
         resume_replay: on unpickling, replay the recorded actions to restore the exact
             state (``True``), or start fresh games: then the first ``step`` after unpickling
             returns the last observation again with reward 0 and ``truncated`` set for every
@@ -122,12 +138,14 @@ class NativeAtariVectorEnv(VectorEnv):
         game: str,
         num_envs: int,
         episodic_life: bool = False,
+        fire_on_life_loss: bool = True,
         resume_replay: bool = True,
         **options: Any,
     ) -> None:
         self.game = game
         self.num_envs = num_envs
         self.episodic_life = episodic_life
+        self.fire_on_life_loss = fire_on_life_loss
         self.resume_replay = resume_replay
         self.options = options
         self._native = self._build()
@@ -138,12 +156,15 @@ class NativeAtariVectorEnv(VectorEnv):
         actions = list(self._native.ale.get_action_set())
         names = [a.name for a in actions]
         self.noop = names.index("NOOP") if "NOOP" in names else 0
+        self.fire = names.index("FIRE") if fire_on_life_loss and "FIRE" in names else None
+        self.last_sent = np.zeros(num_envs, dtype=np.int64)  # actions the emulators got
         self._seeds: np.ndarray | None = None  # reset seeds of the last reset()
         self._chunks: list[np.ndarray] = []  # full chunks of actions sent since then
         self._chunk = np.zeros((_HISTORY_CHUNK, num_envs), dtype=np.uint8)
         self._chunk_len = 0
         self._lives = np.zeros(num_envs, dtype=np.int64)
         self._life_reset = np.zeros(num_envs, dtype=np.bool_)  # next step is a NOOP restart
+        self._fire_next = np.zeros(num_envs, dtype=np.bool_)  # next step presses FIRE
         self._last_obs: np.ndarray | None = None
         # steps to return before stepping again (set when unpickled without replay)
         self._queued: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]] = []
@@ -151,7 +172,9 @@ class NativeAtariVectorEnv(VectorEnv):
     def _build(self) -> Any:
         from ale_py.vector_env import AtariVectorEnv
 
-        return AtariVectorEnv(self.game, self.num_envs, **_native_options(self.options))
+        kwargs = _native_options(self.options)
+        kwargs["num_threads"] = native_threads(self.options["num_threads"], self.num_envs)
+        return AtariVectorEnv(self.game, self.num_envs, **kwargs)
 
     # ------------------------------------------------------------------ stepping
     def reset(
@@ -181,6 +204,7 @@ class NativeAtariVectorEnv(VectorEnv):
         self._chunks, self._chunk_len = [], 0
         self._lives = np.asarray(info["lives"], dtype=np.int64).copy()
         self._life_reset[:] = False
+        self._fire_next[:] = False
         self._queued = []
         self._last_obs = obs
         return obs, info
@@ -198,17 +222,22 @@ class NativeAtariVectorEnv(VectorEnv):
         restart = self._life_reset
         if restart.any():
             sent = np.where(restart, self.noop, sent)
+        if self.fire is not None and self._fire_next.any():
+            sent = np.where(self._fire_next, self.fire, sent)
         self._record(sent)
+        self.last_sent = sent
         obs, reward, terminated, truncated, info = self._native.step(sent)
         reward = reward.astype(np.float64)
         lives = np.asarray(info["lives"], dtype=np.int64)
+        lost = (lives < self._lives) & ~(terminated | truncated)
         if self.episodic_life:
-            ended = terminated | truncated
-            lost = (lives < self._lives) & ~restart & ~ended
+            lost &= ~restart
             if restart.any():  # the NOOP restart after a lost life: not a transition
                 reward[restart] = 0.0
             terminated = terminated | lost
             self._life_reset = lost
+        if self.fire is not None:
+            self._fire_next = lost
         self._lives = lives.copy()
         self._last_obs = obs
         return obs, reward, terminated, truncated, info
@@ -235,12 +264,14 @@ class NativeAtariVectorEnv(VectorEnv):
             "game": self.game,
             "num_envs": self.num_envs,
             "episodic_life": self.episodic_life,
+            "fire_on_life_loss": self.fire_on_life_loss,
             "resume_replay": self.resume_replay,
             "options": self.options,
             "seeds": None if self._seeds is None else self._seeds.tolist(),
             "history": self._history().tobytes() if self._seeds is not None else b"",
             "lives": self._lives.tolist(),
             "life_reset": self._life_reset.tolist(),
+            "fire_next": self._fire_next.tolist(),
             "last_obs": None if last is None else np.ascontiguousarray(last).tobytes(),
             "digest": None if last is None else _digest(last),
         }
@@ -250,6 +281,7 @@ class NativeAtariVectorEnv(VectorEnv):
             game=state["game"],
             num_envs=state["num_envs"],
             episodic_life=state["episodic_life"],
+            fire_on_life_loss=state.get("fire_on_life_loss", False),
             resume_replay=state["resume_replay"],
             **state["options"],
         )
@@ -284,6 +316,7 @@ class NativeAtariVectorEnv(VectorEnv):
             )
         self._lives = np.asarray(state["lives"], dtype=np.int64)
         self._life_reset = np.asarray(state["life_reset"], dtype=np.bool_)
+        self._fire_next = np.asarray(state.get("fire_next", [False] * self.num_envs), bool)
         self._last_obs = obs
 
 
@@ -337,7 +370,7 @@ class AtariRenderEnv(gym.Env[np.ndarray, np.int64]):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         sent = np.array([int(action)], dtype=np.int64)
         obs, reward, terminated, truncated, _ = self._env.step(sent)
-        frame, rgb_reward, rgb_term, rgb_trunc, _ = self._rgb.step(sent)
+        frame, rgb_reward, rgb_term, rgb_trunc, _ = self._rgb.step(self._env.last_sent)
         if rgb_reward[0] != reward[0] or (rgb_term[0] or rgb_trunc[0]) != (
             terminated[0] or truncated[0]
         ):
@@ -370,6 +403,8 @@ class AtariFactory(EnvFactory):
         full_action_space: all 18 actions instead of the game's minimal set.
         max_episode_frames: emulator frames before an episode is truncated (108k = 30 min).
         fire_reset: press FIRE after reset in games that need it to start.
+        fire_on_life_loss: press FIRE on the step after a lost life (games with FIRE), so
+            Breakout serves again; see ``NativeAtariVectorEnv``.
         num_threads: native worker threads (0: one per env up to the core count).
         resume_replay: restore envs exactly on resume by replaying actions (see
             ``NativeAtariVectorEnv``).
@@ -386,6 +421,7 @@ class AtariFactory(EnvFactory):
     full_action_space: bool = False
     max_episode_frames: int = 108_000
     fire_reset: bool = True
+    fire_on_life_loss: bool = True
     num_threads: int = 0
     resume_replay: bool = True
 
@@ -437,6 +473,7 @@ class AtariFactory(EnvFactory):
             game=self.game,
             num_envs=self.num_envs if num_envs is None else num_envs,
             episodic_life=self.episodic_life,
+            fire_on_life_loss=self.fire_on_life_loss,
             resume_replay=self.resume_replay,
             **self._options(),
         )
@@ -459,4 +496,9 @@ class AtariFactory(EnvFactory):
         return replace(self, episodic_life=False)
 
     def render_env(self) -> gym.Env[Any, Any]:
-        return AtariRenderEnv(game=self.game, episodic_life=False, **self._options())
+        return AtariRenderEnv(
+            game=self.game,
+            episodic_life=False,
+            fire_on_life_loss=self.fire_on_life_loss,
+            **self._options(),
+        )
