@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
 import pytest
 
-from rlbench.envs.atari import AtariFactory, AtariRenderEnv, NativeAtariVectorEnv, check_game
+from rlbench.envs.atari import (
+    AtariFactory,
+    AtariRenderEnv,
+    NativeAtariVectorEnv,
+    check_game,
+    native_threads,
+)
 from rlbench.errors import ConfigError
 
 
@@ -166,6 +173,15 @@ def test_pickle_without_replay_truncates_every_episode() -> None:
     again = pickle.loads(pickle.dumps(envs))  # the same checkpoint starts the same games
     again.step(np.array([0, 0]))
     np.testing.assert_array_equal(again.step(np.array([0, 0]))[0], obs)
+
+
+def test_native_threads_default_to_one_per_core_capped_by_envs() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert native_threads(0, 64) == min(64, cores)
+    assert native_threads(0, 1) == 1
+    assert native_threads(3, 8) == 3  # an explicit count is kept
+    envs = AtariFactory(game="pong", num_envs=1).make()  # builds with the resolved count
+    assert envs.reset(seed=0)[0].shape == (1, 4, 84, 84)
 
 
 def test_unknown_game_lists_close_matches() -> None:

@@ -4,7 +4,7 @@
 preprocessing done there too: frame skip with max-pooling of the last two frames, 84x84
 grayscale (``cv2.INTER_AREA``), a zero-padded frame stack, up to ``noop_max`` no-ops and FIRE
 on reset, sticky actions (Machado et al. 2018) and a per-episode frame limit. On the 2-core
-dev machine it steps Breakout x8 about 2.3x faster than Gymnasium's ``SyncVectorEnv`` with
+dev machine it steps Breakout x8 2.0 to 2.2x faster than Gymnasium's ``SyncVectorEnv`` with
 ``AtariPreprocessing`` (``scripts/bench_envs.py`` re-measures). ``NativeAtariVectorEnv``
 wraps it with what rlbench needs on top:
 
@@ -25,6 +25,8 @@ wraps it with what rlbench needs on top:
   The replay costs about as much as the env steps of the run so far, without learning
   (a few minutes per million env steps on 2 cores); ``resume_replay=False`` instead truncates
   every episode on resume (see ``NativeAtariVectorEnv``).
+- **FIRE after a lost life** (``fire_on_life_loss``), so Breakout serves the next ball even
+  for a policy that never presses FIRE (evaluation would otherwise run to the frame cap).
 """
 
 from __future__ import annotations
