@@ -137,9 +137,9 @@ def test_pickle_right_after_a_lost_life_keeps_the_pending_fire() -> None:
     noop = np.zeros(1, dtype=np.int64)
     for _ in range(400):
         envs.step(noop)
-        if envs._fire_next.any():
+        if envs._lost_life.any():
             break
-    assert envs._fire_next.all()
+    assert envs._lost_life.all()
     restored = pickle.loads(pickle.dumps(envs))
     a = [envs.step(noop) for _ in range(60)]
     b = [restored.step(noop) for _ in range(60)]

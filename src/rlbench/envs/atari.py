@@ -157,16 +157,18 @@ class NativeAtariVectorEnv(VectorEnv):
         self.action_space = self._native.action_space
         actions = list(self._native.ale.get_action_set())
         names = [a.name for a in actions]
-        self.noop = names.index("NOOP") if "NOOP" in names else 0
-        self.fire = names.index("FIRE") if fire_on_life_loss and "FIRE" in names else None
+        noop = names.index("NOOP") if "NOOP" in names else 0
+        fire = names.index("FIRE") if fire_on_life_loss and "FIRE" in names else None
+        # what the step after a lost life sends instead of the agent's action: FIRE to serve
+        # again, else with episodic life a NOOP restart, else nothing is replaced
+        self._after_loss_action = fire if fire is not None else noop if episodic_life else None
         self.last_sent = np.zeros(num_envs, dtype=np.int64)  # actions the emulators got
         self._seeds: np.ndarray | None = None  # reset seeds of the last reset()
         self._chunks: list[np.ndarray] = []  # full chunks of actions sent since then
         self._chunk = np.zeros((_HISTORY_CHUNK, num_envs), dtype=np.uint8)
         self._chunk_len = 0
         self._lives = np.zeros(num_envs, dtype=np.int64)
-        self._life_reset = np.zeros(num_envs, dtype=np.bool_)  # next step is a NOOP restart
-        self._fire_next = np.zeros(num_envs, dtype=np.bool_)  # next step presses FIRE
+        self._lost_life = np.zeros(num_envs, dtype=np.bool_)  # the last step lost a life
         self._last_obs: np.ndarray | None = None
         # steps to return before stepping again (set when unpickled without replay)
         self._queued: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]] = []
@@ -205,8 +207,7 @@ class NativeAtariVectorEnv(VectorEnv):
         self._seeds = seeds.astype(np.int64)
         self._chunks, self._chunk_len = [], 0
         self._lives = np.asarray(info["lives"], dtype=np.int64).copy()
-        self._life_reset[:] = False
-        self._fire_next[:] = False
+        self._lost_life[:] = False
         self._queued = []
         self._last_obs = obs
         return obs, info
@@ -221,11 +222,9 @@ class NativeAtariVectorEnv(VectorEnv):
         if self._seeds is None:
             raise RuntimeError("call reset() before step()")
         sent = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
-        restart = self._life_reset
-        if restart.any():
-            sent = np.where(restart, self.noop, sent)
-        if self.fire is not None and self._fire_next.any():
-            sent = np.where(self._fire_next, self.fire, sent)
+        after_loss = self._lost_life
+        if self._after_loss_action is not None and after_loss.any():
+            sent = np.where(after_loss, self._after_loss_action, sent)
         self._record(sent)
         self.last_sent = sent
         obs, reward, terminated, truncated, info = self._native.step(sent)
@@ -233,13 +232,11 @@ class NativeAtariVectorEnv(VectorEnv):
         lives = np.asarray(info["lives"], dtype=np.int64)
         lost = (lives < self._lives) & ~(terminated | truncated)
         if self.episodic_life:
-            lost &= ~restart
-            if restart.any():  # the NOOP restart after a lost life: not a transition
-                reward[restart] = 0.0
+            lost &= ~after_loss
+            if after_loss.any():  # the restart after a lost life: not a transition
+                reward[after_loss] = 0.0
             terminated = terminated | lost
-            self._life_reset = lost
-        if self.fire is not None:
-            self._fire_next = lost
+        self._lost_life = lost
         self._lives = lives.copy()
         self._last_obs = obs
         return obs, reward, terminated, truncated, info
@@ -272,8 +269,7 @@ class NativeAtariVectorEnv(VectorEnv):
             "seeds": None if self._seeds is None else self._seeds.tolist(),
             "history": self._history().tobytes() if self._seeds is not None else b"",
             "lives": self._lives.tolist(),
-            "life_reset": self._life_reset.tolist(),
-            "fire_next": self._fire_next.tolist(),
+            "life_reset": self._lost_life.tolist(),
             "last_obs": None if last is None else np.ascontiguousarray(last).tobytes(),
             "digest": None if last is None else _digest(last),
         }
@@ -317,8 +313,7 @@ class NativeAtariVectorEnv(VectorEnv):
                 time.perf_counter() - start,
             )
         self._lives = np.asarray(state["lives"], dtype=np.int64)
-        self._life_reset = np.asarray(state["life_reset"], dtype=np.bool_)
-        self._fire_next = np.asarray(state.get("fire_next", [False] * self.num_envs), bool)
+        self._lost_life = np.asarray(state["life_reset"], dtype=np.bool_)
         self._last_obs = obs
 
 
