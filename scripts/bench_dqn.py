@@ -28,6 +28,9 @@ LEARNING_STARTS = 10_000
 
 
 def child_rlbench(steps: int, out_dir: str) -> dict[str, Any]:
+    from rlbench.cli import import_training_stack
+
+    import_training_stack()  # first: the start-up of the ``rlbench`` command
     from rlbench.algos.dqn import DQN
 
     overrides = [

@@ -32,6 +32,9 @@ STEADY_FROM = 10_240  # 20 rollouts of 512 env steps
 
 
 def child_rlbench(steps: int, seed: int, out_dir: str) -> dict[str, Any]:
+    from rlbench.cli import import_training_stack
+
+    import_training_stack()  # first: the start-up of the ``rlbench`` command
     from rlbench.algos.ppo import PPO
 
     overrides = [

@@ -29,11 +29,13 @@ def train_instrumented(
     the run logged itself), the final eval return, and the share of the fit loop spent in
     Lightning itself (not in ``training_step`` -- which pulls the batch -- or our callbacks).
     """
+    from rlbench.cli import CONF_DIR, import_training_stack, train
+
+    import_training_stack()  # the start-up (and exit) of the ``rlbench`` command, if not yet
     import lightning as L
     from hydra import compose, initialize_config_dir
 
     from rlbench.callbacks import CheckpointCallback, EvalCallback, MetricsFlush
-    from rlbench.cli import CONF_DIR, train
 
     spent = {"ours": 0.0, "fit": 0.0}
 

@@ -7,6 +7,8 @@ rlbench resume=outputs/dqn-CartPole-v1/2026-11-25/16-00-00_seed0 total_env_steps
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 import os
@@ -80,6 +82,31 @@ def save_resumed_config(cfg: DictConfig, run_dir: Path) -> None:
         tmp = path.with_suffix(".yaml.tmp")
         tmp.write_text(updated)
         os.replace(tmp, path)
+
+
+def import_training_stack() -> None:
+    """Import torch and Lightning with the cyclic garbage collector paused, and keep it off
+    the objects they build, here and at exit.
+
+    The two imports create some 400k long-lived objects. The collector made about seven full
+    passes over them while importing (0.6 s of a 3 s import on the dev machine) and made
+    another at interpreter exit (about 1 s). ``gc.freeze`` moves everything alive to the
+    permanent generation, which collections skip: once after the imports, and once more at
+    exit, for what the run itself built. Outputs never rely on the collector: files are
+    closed by ``with`` blocks and the loggers' ``finalize``, which run before exit.
+    """
+    if "lightning" in sys.modules:
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import lightning  # noqa: F401
+        import torch  # noqa: F401
+    finally:
+        if enabled:
+            gc.enable()
+    gc.freeze()
+    atexit.register(gc.freeze)  # runs after later-registered handlers (LIFO): the last one
 
 
 def quiet_lightning() -> None:
@@ -220,6 +247,7 @@ def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
 
     Raises ``RLBenchError`` subclasses for user errors (config, checkpoint, non-finite loss).
     """
+    import_training_stack()
     from rlbench.logging import load_checkpoint
 
     start = time.time()

@@ -128,6 +128,34 @@ def test_other_seed_other_numbers(straight: Path, tmp_path: Path) -> None:
     assert read_metrics(other) != read_metrics(straight)
 
 
+def test_direct_optimizer_step_matches_lightnings_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no ``on_before_optimizer_step`` hook anywhere, the step skips Lightning's closure
+    (``RLModule._optimizer_step``); a callback that defines the hook gets Lightning's own path
+    and sees every step. Both count ``global_step`` alike and give the same numbers."""
+    from rlbench.callbacks import MetricsFlush
+
+    direct = tmp_path / "direct"
+    train(direct)
+    calls: list[int] = []
+    monkeypatch.setattr(
+        MetricsFlush,
+        "on_before_optimizer_step",
+        lambda self, trainer, module, optimizer: calls.append(trainer.global_step),
+        raising=False,
+    )
+    hooked = tmp_path / "hooked"
+    train(hooked)
+    steps = (1000 - 200) // 10 + 1  # debug run: one gradient step every 10 env steps, 200..1000
+    assert calls == list(range(steps))
+    for d in (direct, hooked):
+        assert torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps
+    assert read_metrics(direct) == read_metrics(hooked)
+    for k, v in weights(direct).items():
+        assert torch.equal(v, weights(hooked)[k]), k
+
+
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr[-3000:]

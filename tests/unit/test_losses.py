@@ -39,13 +39,18 @@ def test_n_step_discount_is_applied_as_given() -> None:
 
 def test_huber_and_mse_hand_values() -> None:
     pred, tgt = torch.tensor([0.0, 0.0]), torch.tensor([0.5, 3.0])
-    loss, per = td_loss(pred, tgt, kind="huber")
-    torch.testing.assert_close(per, torch.tensor([0.125, 2.5]))
-    assert float(loss) == pytest.approx(1.3125)
-    loss, per = td_loss(pred, tgt, kind="mse", weights=torch.tensor([2.0, 0.0]))
+    # huber elements: 0.5 * 0.5**2 = 0.125 and 3 - 0.5 = 2.5
+    assert float(td_loss(pred, tgt, kind="huber")) == pytest.approx(1.3125)
+    w = torch.tensor([2.0, 1.0])
+    assert float(td_loss(pred, tgt, kind="huber", weights=w)) == pytest.approx((0.25 + 2.5) / 2)
+    loss = td_loss(pred, tgt, kind="mse", weights=torch.tensor([2.0, 0.0]))
     assert float(loss) == pytest.approx((2 * 0.25 + 0) / 2)
+    column = td_loss(pred[:, None], tgt[:, None], kind="mse", weights=torch.tensor([[2.0], [0.0]]))
+    assert float(column) == pytest.approx(float(loss))  # (B, 1) columns, as DQN passes them
     with pytest.raises(ValueError, match="allowed"):
         td_loss(pred, tgt, kind="l3")
+    with pytest.raises(ValueError, match="weights"):
+        td_loss(pred[:, None], tgt[:, None], weights=w)  # (B,) weights would broadcast to (B, B)
 
 
 def test_polyak_update() -> None:

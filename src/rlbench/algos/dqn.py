@@ -209,32 +209,40 @@ class DQN(RLModule):
 
         self.gradient_step(loss, self._params, max_grad_norm=self.max_grad_norm)
 
-        datamodule_of(self.trainer).update_priorities(batch["indices"], priority)
+        if priority is not None:
+            datamodule_of(self.trainer).update_priorities(batch["indices"], priority)
         self.metrics.add("train/loss", loss.detach())
         self.metrics.add("train/q_mean", q_taken.mean())
 
     def _td_loss(
         self, batch: dict[str, Any], weights: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scalar heads: ``(loss, |TD error| (B,), Q(s, a) (B,))``."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Scalar heads: ``(loss, priorities (B,), Q(s, a) (B, 1))``; the priorities are
+        ``|TD error|`` for a prioritized batch (one with ``weights``), else ``None``.
+
+        Q(s, a) and the target stay ``(B, 1)`` columns: no squeeze node in the graph."""
         next_obs = batch["next_obs"]
         q = self.q_net(batch["obs"])
-        q_taken = q.gather(1, batch["action"].long().unsqueeze(1)).squeeze(1)
+        q_taken = q.gather(1, batch["action"].long().unsqueeze(1))
         with torch.no_grad():
             target = q_target(
                 reward=batch["reward"],
                 discount=batch["discount"],
                 next_q_target=self.target_net(next_obs),
                 next_q_online=self.q_net(next_obs) if self.double_q else None,
-            )
-        loss, _ = td_loss(q_taken, target, kind=self.loss_kind, weights=weights)
+            ).unsqueeze(1)
+        if weights is not None:
+            weights = weights.unsqueeze(1)
+        loss = td_loss(q_taken, target, kind=self.loss_kind, weights=weights)
         q_taken = q_taken.detach()
-        return loss, (q_taken - target).abs(), q_taken
+        priority = (q_taken - target).abs().squeeze(1) if weights is not None else None
+        return loss, priority, q_taken
 
     def _categorical_loss(
         self, batch: dict[str, Any], weights: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """C51: ``(loss, KL (B,), E[Z(s, a)] (B,))`` against the projected target."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """C51: ``(loss, KL (B,), E[Z(s, a)] (B,))`` against the projected target (the KL
+        is the priority of a prioritized batch, ``None`` otherwise)."""
         next_obs = batch["next_obs"]
         log_p = self.head.log_probs(self.q_net[0](batch["obs"]))  # (B, A, K)
         rows = torch.arange(log_p.shape[0], device=log_p.device)
@@ -249,7 +257,8 @@ class DQN(RLModule):
                 support=cast(torch.Tensor, self.head.support),
             )
         loss, kl = categorical_loss(log_p_taken, target_p, weights=weights)
-        return loss, kl.detach(), self.head.expected(log_p_taken.detach().exp())
+        priority = kl.detach() if weights is not None else None
+        return loss, priority, self.head.expected(log_p_taken.detach().exp())
 
     def train_stats(self, *, env_step: int) -> dict[str, float]:
         """Schedule values logged with each flush (``train/epsilon``, ...)."""

@@ -149,6 +149,11 @@ class TrajectoryReplayBuffer:
         self.terminated = np.zeros((rows, num_envs), dtype=np.bool_)
         self.truncated = np.zeros((rows, num_envs), dtype=np.bool_)
         self.ignored = np.zeros((rows, num_envs), dtype=np.bool_)
+        # (rows * num_envs, ...) views of the row arrays, indexed by flat slot
+        self._flat = {
+            name: getattr(self, name).reshape(rows * num_envs, *getattr(self, name).shape[2:])
+            for name in ("obs", "action", "reward", "terminated")
+        }
         self.head = 0  # row holding the newest observation, whose step is not taken yet
         self.complete = 0  # rows with a taken step (at most rows - 1)
         self.started = False
@@ -248,22 +253,29 @@ class TrajectoryReplayBuffer:
         return ok
 
     def _draw(self, batch_size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform ``(rows, envs)`` over sampleable transitions (rejection sampling)."""
+        """Uniform ``(rows, envs)`` over sampleable transitions (rejection sampling).
+
+        Each round draws an eighth more candidates than still needed and keeps the first
+        valid ones in draw order (still i.i.d. uniform over the valid transitions): the few
+        rows that are never valid, such as the ignored row after every episode, then rarely
+        cost a second round.
+        """
         rows = np.empty(batch_size, dtype=np.int64)
         envs = np.empty(batch_size, dtype=np.int64)
-        todo = np.arange(batch_size)
+        filled = 0
         for _ in range(1000):
-            ages = self.rng.integers(1, self.complete + 1, size=todo.size)
+            m = (batch_size - filled) * 9 // 8 + 4
+            ages = self.rng.integers(1, self.complete + 1, size=m)
             e = (
-                self.rng.integers(0, self.num_envs, size=todo.size)
+                self.rng.integers(0, self.num_envs, size=m)
                 if self.num_envs > 1
-                else np.zeros(todo.size, dtype=np.int64)
+                else np.zeros(m, dtype=np.int64)
             )
             r = (self.head - ages) % self.rows
-            ok = self._valid(r, e, ages, n)
-            rows[todo[ok]], envs[todo[ok]] = r[ok], e[ok]
-            todo = todo[~ok]
-            if todo.size == 0:
+            keep = np.flatnonzero(self._valid(r, e, ages, n))[: batch_size - filled]
+            rows[filled : filled + keep.size], envs[filled : filled + keep.size] = r[keep], e[keep]
+            filled += keep.size
+            if filled == batch_size:
                 return rows, envs
         raise RuntimeError("replay buffer holds too few sampleable transitions")
 
@@ -304,17 +316,26 @@ class TrajectoryReplayBuffer:
         }
 
     def _gather_one_step(self, rows: np.ndarray, envs: np.ndarray, *, gamma: float) -> Batch:
-        reward = self.reward[rows, envs]
+        # flat slots and np.take: a quarter of the cost of (rows, envs) fancy indexing
+        slots = rows * self.num_envs + envs
+        boot = slots + self.num_envs  # the next row of the same env, wrapping at the end
+        boot[boot >= self.rows * self.num_envs] -= self.rows * self.num_envs
+        flat = self._flat
+        reward = flat["reward"].take(slots, axis=0)
         if self.clip_rewards:
             reward = np.clip(reward, -1.0, 1.0)
-        boot = rows + 1
-        boot[boot == self.rows] = 0
+        if self.frame_stack == 1:
+            obs, next_obs = flat["obs"].take(slots, axis=0), flat["obs"].take(boot, axis=0)
+        else:
+            obs = self._observations(rows, envs)
+            next_obs = self._observations(boot // self.num_envs, envs)
+        alive = ~flat["terminated"].take(slots, axis=0)
         return {
-            "obs": self._observations(rows, envs),
-            "action": self.action[rows, envs],
+            "obs": obs,
+            "action": flat["action"].take(slots, axis=0),
             "reward": reward,
-            "next_obs": self._observations(boot, envs),
-            "discount": np.where(self.terminated[rows, envs], 0.0, gamma).astype(np.float32),
+            "next_obs": next_obs,
+            "discount": alive * np.float32(gamma),  # float32: gamma, or 0 after termination
             "steps": np.ones(rows.size, dtype=np.int64),
         }
 
