@@ -106,7 +106,7 @@ def import_training_stack() -> None:
         if enabled:
             gc.enable()
     gc.freeze()
-    atexit.register(gc.freeze)  # runs after later-registered handlers (LIFO): the last one
+    atexit.register(gc.freeze)  # before the interpreter's final collections at exit
 
 
 def quiet_lightning() -> None:

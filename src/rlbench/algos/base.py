@@ -126,6 +126,7 @@ class RLModule(L.LightningModule):
 
     # ---------------------------------------------------------------- building
     def setup(self, stage: str) -> None:
+        self._direct_step = None  # decided again for each trainer (its callbacks may differ)
         if self.built:
             return
         dm = datamodule_of(self.trainer)
