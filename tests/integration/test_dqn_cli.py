@@ -150,7 +150,8 @@ def test_direct_optimizer_step_matches_lightnings_own(
     steps = (1000 - 200) // 10 + 1  # debug run: one gradient step every 10 env steps, 200..1000
     assert calls == list(range(steps))
     for d in (direct, hooked):
-        assert torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps
+        ckpt = torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)
+        assert ckpt["global_step"] == steps
     assert read_metrics(direct) == read_metrics(hooked)
     for k, v in weights(direct).items():
         assert torch.equal(v, weights(hooked)[k]), k
