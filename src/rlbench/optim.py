@@ -19,8 +19,8 @@ from torch import Tensor
 
 __all__ = ["Adam"]
 
-# (params, exp_avgs, exp_avg_sqs, state_steps) of one param group, as the kernel takes them
-_GroupLists = tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]
+# one param group as the kernel takes it: (group, its params list, exp_avgs, exp_avg_sqs, steps)
+_Lean = tuple[dict[str, Any], list[Tensor], list[Tensor], list[Tensor], list[Tensor]]
 
 
 def _torch_step(opt: torch.optim.Adam, closure: Callable[[], float] | None) -> float | None:
@@ -47,7 +47,7 @@ class Adam(torch.optim.Adam):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._lean: list[tuple[dict[str, Any], list[Tensor], _GroupLists]] | None = None
+        self._lean: list[_Lean] | None = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -60,57 +60,57 @@ class Adam(torch.optim.Adam):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One Adam step (see the class docstring for when torch's own step runs)."""
-        lean = self._lean
-        if (
-            closure is not None
-            or lean is None
-            or getattr(self, "grad_scale", None) is not None
-            or getattr(self, "found_inf", None) is not None
-        ):
+        grads = self._lean_grads() if closure is None else None
+        if grads is None:
             loss = _torch_step(self, closure)
             self._lean = self._build_lean()
             return loss
-        grads_per_group = []
-        for group, params_list, _ in lean:
-            if group["params"] is not params_list:
-                break
-            grads = [p.grad for p in params_list]
-            if any(g is None for g in grads):
-                break
-            grads_per_group.append(grads)
-        else:
-            for (group, _, (params, exp_avgs, exp_avg_sqs, steps)), grads in zip(
-                lean, grads_per_group, strict=True
-            ):
-                beta1, beta2 = group["betas"]
-                torch._foreach_add_(steps, 1)
-                kernel = (
-                    torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
-                )
-                kernel(
-                    params,
-                    grads,
-                    exp_avgs,
-                    exp_avg_sqs,
-                    [],
-                    steps,
-                    amsgrad=False,
-                    lr=group["lr"],
-                    beta1=beta1,
-                    beta2=beta2,
-                    weight_decay=group["weight_decay"],
-                    eps=group["eps"],
-                    maximize=group["maximize"],
-                )
-            return None
-        loss = _torch_step(self, None)  # a gradient went missing or the groups changed
-        self._lean = self._build_lean()
-        return loss
+        assert self._lean is not None
+        for (group, params, exp_avgs, exp_avg_sqs, steps), group_grads in zip(
+            self._lean, grads, strict=True
+        ):
+            beta1, beta2 = group["betas"]
+            torch._foreach_add_(steps, 1)
+            kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+            kernel(
+                params,
+                group_grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+            )
+        return None
 
-    def _build_lean(self) -> list[tuple[dict[str, Any], list[Tensor], _GroupLists]] | None:
+    def _lean_grads(self) -> list[list[Tensor]] | None:
+        """Every cached group's gradients, or ``None`` when torch's own step must run: no
+        cache, a grad scaler attached, a group's params replaced, or a gradient missing
+        (checked for all groups before any is stepped)."""
+        if (
+            self._lean is None
+            or getattr(self, "grad_scale", None) is not None
+            or getattr(self, "found_inf", None) is not None
+        ):
+            return None
+        grads = []
+        for group, params, *_ in self._lean:
+            group_grads = [p.grad for p in params]
+            if group["params"] is not params or any(g is None for g in group_grads):
+                return None
+            grads.append(group_grads)
+        return grads  # type: ignore[return-value]
+
+    def _build_lean(self) -> list[_Lean] | None:
         """The cached kernel arguments per group, or ``None`` where the lean path does not
         apply (then every step is torch's own)."""
-        lean = []
+        lean: list[_Lean] = []
         for group in self.param_groups:
             params: list[Tensor] = group["params"]
             if (
@@ -127,11 +127,13 @@ class Adam(torch.optim.Adam):
             ):
                 return None
             states = [self.state[p] for p in params]
-            lists: _GroupLists = (
-                list(params),
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [s["step"] for s in states],
+            lean.append(
+                (
+                    group,
+                    params,  # the group's own list: replacing it invalidates the cache
+                    [s["exp_avg"] for s in states],
+                    [s["exp_avg_sq"] for s in states],
+                    [s["step"] for s in states],
+                )
             )
-            lean.append((group, params, lists))
         return lean
