@@ -28,11 +28,6 @@ LEARNING_STARTS = 10_000
 
 
 def child_rlbench(steps: int, out_dir: str) -> dict[str, Any]:
-    from rlbench.cli import import_training_stack
-
-    import_training_stack()  # first: the start-up of the ``rlbench`` command
-    from rlbench.algos.dqn import DQN
-
     overrides = [
         "algo=dqn",
         "env=cartpole",
@@ -57,7 +52,9 @@ def child_rlbench(steps: int, out_dir: str) -> dict[str, Any]:
         "logger=csv",
         "seed=1",
     ]
-    return train_instrumented(DQN, overrides, out_dir, steady_from=LEARNING_STARTS)
+    return train_instrumented(
+        "rlbench.algos.dqn.DQN", overrides, out_dir, steady_from=LEARNING_STARTS
+    )
 
 
 def child_sb3(steps: int) -> dict[str, Any]:

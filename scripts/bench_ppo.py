@@ -32,11 +32,6 @@ STEADY_FROM = 10_240  # 20 rollouts of 512 env steps
 
 
 def child_rlbench(steps: int, seed: int, out_dir: str) -> dict[str, Any]:
-    from rlbench.cli import import_training_stack
-
-    import_training_stack()  # first: the start-up of the ``rlbench`` command
-    from rlbench.algos.ppo import PPO
-
     overrides = [
         "experiment=ppo_cartpole",  # CleanRL ppo.py defaults (see conf/experiment)
         f"total_env_steps={steps}",
@@ -48,7 +43,7 @@ def child_rlbench(steps: int, seed: int, out_dir: str) -> dict[str, Any]:
         "logger=csv",
         f"seed={seed}",
     ]
-    return train_instrumented(PPO, overrides, out_dir, steady_from=STEADY_FROM)
+    return train_instrumented("rlbench.algos.ppo.PPO", overrides, out_dir, steady_from=STEADY_FROM)
 
 
 def child_sb3(steps: int, seed: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib
 import json
 import shutil
 import statistics
@@ -21,17 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_instrumented(
-    module_cls: Any, overrides: list[str], out_dir: str, *, steady_from: int
+    module: str, overrides: list[str], out_dir: str, *, steady_from: int
 ) -> dict[str, Any]:
     """Train ``overrides`` through rlbench's real config path, timing the loop and its parts.
 
     Returns steady-state env steps/s after ``steady_from`` (from the per-window throughput
     the run logged itself), the final eval return, and the share of the fit loop spent in
     Lightning itself (not in ``training_step`` -- which pulls the batch -- or our callbacks).
+    ``module`` is the algorithm's dotted class path, imported after the start-up.
     """
     from rlbench.cli import CONF_DIR, import_training_stack, train
 
-    import_training_stack()  # the start-up (and exit) of the ``rlbench`` command, if not yet
+    import_training_stack()  # first: the start-up (and exit) of the ``rlbench`` command
     import lightning as L
     from hydra import compose, initialize_config_dir
 
@@ -50,6 +52,8 @@ def train_instrumented(
 
         return wrapper
 
+    module_path, _, class_name = module.rpartition(".")
+    module_cls = getattr(importlib.import_module(module_path), class_name)
     module_cls.training_step = timed(module_cls.training_step, "ours")
     for cb in (EvalCallback, MetricsFlush, CheckpointCallback):
         cb.on_train_batch_end = timed(cb.on_train_batch_end, "ours")  # type: ignore[method-assign]
