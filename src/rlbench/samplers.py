@@ -17,20 +17,24 @@ from rlbench.errors import ConfigError
 
 
 class LazyScores:
-    """Scores ``(batch_size, num_actions)`` computed only when a sampler asks for them.
+    """Scores ``fn(obs)`` of shape ``(len(obs), num_actions)``, computed only when a sampler
+    asks for them.
 
     (A plain slotted class: it is built once per env step, where a dataclass costs more.)
     """
 
-    __slots__ = ("batch_size", "fn", "num_actions")
+    __slots__ = ("batch_size", "fn", "num_actions", "obs")
 
-    def __init__(self, fn: Callable[[], np.ndarray], batch_size: int, num_actions: int) -> None:
+    def __init__(
+        self, fn: Callable[[np.ndarray], np.ndarray], obs: np.ndarray, num_actions: int
+    ) -> None:
         self.fn = fn
-        self.batch_size = batch_size
+        self.obs = obs
+        self.batch_size = len(obs)
         self.num_actions = num_actions
 
     def values(self) -> np.ndarray:
-        return self.fn()
+        return self.fn(self.obs)
 
 
 Scores = np.ndarray | LazyScores
@@ -108,7 +112,7 @@ class EpsilonGreedy(ActionSampler):
             explore, pick = u.tolist()
             if explore < self.epsilon(step):
                 return np.array([int(pick * a)], dtype=np.int64)
-            return np.asarray(_values(scores).argmax(axis=1))
+            return _values(scores).argmax(axis=1)  # (1, A) scores: already an array
         random = u[:b] < self.epsilon(step)
         actions = (u[b:] * a).astype(np.int64)
         if random.all():

@@ -38,12 +38,12 @@ def test_epsilon_greedy_follows_schedule() -> None:
 def test_epsilon_greedy_skips_forward_when_all_explore_and_is_deterministic() -> None:
     calls = []
 
-    def forward() -> np.ndarray:
+    def forward(obs: np.ndarray) -> np.ndarray:
         calls.append(1)
         return np.array([[0.0, 1.0]])
 
     sampler = EpsilonGreedy(start=1.0, end=1.0, decay_steps=1)
-    a = sampler(LazyScores(forward, 1, 2), step=0, rng=np.random.default_rng(7))
+    a = sampler(LazyScores(forward, np.zeros((1, 4)), 2), step=0, rng=np.random.default_rng(7))
     assert calls == []
     # the same draws are made with eager scores: results do not depend on the skip
     b = sampler(np.array([[0.0, 1.0]]), step=0, rng=np.random.default_rng(7))

@@ -180,7 +180,7 @@ class DQN(RLModule):
             self.head.set_noise(explore)
             if explore:
                 self.head.reset_noise()
-        scores = LazyScores(lambda: self._q_values(obs), len(obs), self.num_actions)
+        scores = LazyScores(self._q_values, obs, self.num_actions)
         return self.sampler(scores, step=env_step, rng=self.act_rng, explore=explore)
 
     # ------------------------------------------------------------------ learning

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlbench.networks.numpy_forward import numpy_forward
+from rlbench.networks.numpy_forward import numpy_forward, numpy_ops
 
 __all__ = ["HeadOptions", "NoisyLinear", "QHead", "derive_seed", "split_head_options"]
 
@@ -282,12 +282,12 @@ class QHead(nn.Module):
 
     def numpy_ops(self) -> list[Op] | None:
         """Q-values ``(B, A)`` in numpy over views of the live weights (see ``numpy_forward``)."""
+        if self.value is None and not self.distributional:
+            return numpy_ops(self.out)  # the plain head is its linear layer
         out = numpy_forward(self.out)
         value = numpy_forward(self.value) if self.value is not None else None
         if out is None or (self.value is not None and value is None):
             return None
-        if value is None and not self.distributional:
-            return [out]
         a, k = self.num_actions, self.num_atoms
         support = self.support.numpy() if self.support is not None else None
 

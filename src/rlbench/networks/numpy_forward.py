@@ -35,11 +35,12 @@ def _linear(layer: nn.Linear) -> Op:
     return lambda x: np.dot(x, w) + b  # np.dot: about 1 us less than ``@`` on tiny inputs
 
 
-def _ops(module: nn.Module) -> list[Op] | None:
+def numpy_ops(module: nn.Module) -> list[Op] | None:
+    """The numpy ops of ``module`` in order (no input conversion), or ``None``."""
     if isinstance(module, nn.Sequential):
         ops: list[Op] = []
         for child in module:
-            child_ops = _ops(child)
+            child_ops = numpy_ops(child)
             if child_ops is None:
                 return None
             ops += child_ops
@@ -63,7 +64,7 @@ def numpy_forward(module: nn.Module) -> Op | None:
     params = list(module.parameters())
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
         return None
-    ops = _ops(module)
+    ops = numpy_ops(module)
     if ops is None:
         return None
 
