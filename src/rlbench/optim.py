@@ -7,6 +7,11 @@ us against 40 us for the kernel call alone, measured inside the training loop on
 machine). ``Adam`` here is ``torch.optim.Adam`` -- same arguments, same state and
 ``state_dict``, same kernel -- that caches those lists after the first step and calls the
 kernel directly. Anything the cache does not cover takes torch's own ``step``.
+
+torch also wraps every optimizer's ``step`` in a profiler range and its step-hook loops
+(about 40 us a step in that loop, mostly the ``record_function``). ``Adam.step`` goes
+through that same wrapper whenever it could matter -- a step hook registered, globally or
+on this optimizer, or a profiler running -- and skips it otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim import optimizer as _torch_optimizer
 
 __all__ = ["Adam"]
 
@@ -25,12 +31,23 @@ _Lean = tuple[dict[str, Any], list[Tensor], list[Tensor], list[Tensor], list[Ten
 
 def _torch_step(opt: torch.optim.Adam, closure: Callable[[], float] | None) -> float | None:
     """``torch.optim.Adam.step`` without torch's hook wrapper: ``Adam.step`` below already
-    runs inside it, so the step hooks must not run twice. (torch wraps a class's ``step``
-    when the first instance of that class is built.)"""
+    decided whether to run inside it, so the step hooks must not run twice. (torch wraps a
+    class's ``step`` when the first instance of that class is built.)"""
     step = torch.optim.Adam.step
     if getattr(step, "hooked", False):
         step = step.__wrapped__  # type: ignore[attr-defined]
     return step(opt, closure)
+
+
+def _observed(opt: torch.optim.Optimizer) -> bool:
+    """Whether a step hook or a profiler would see this step (then torch's wrapper runs)."""
+    return bool(
+        opt._optimizer_step_pre_hooks
+        or opt._optimizer_step_post_hooks
+        or _torch_optimizer._global_optimizer_pre_hooks
+        or _torch_optimizer._global_optimizer_post_hooks
+        or torch._C._autograd._profiler_enabled()
+    )
 
 
 class Adam(torch.optim.Adam):
@@ -39,7 +56,8 @@ class Adam(torch.optim.Adam):
     Identical results to ``torch.optim.Adam(..., fused=True)`` (the same ``_fused_adam_``
     / ``_fused_adamw_`` kernel on the same tensors; tested bit for bit), and the same
     ``state_dict``, so checkpoints move freely between the two. Step hooks and the profiler
-    range still run (torch wraps ``step`` itself). The lean path covers what rlbench uses --
+    range run whenever there are any (see the module docstring). The lean path covers what
+    rlbench uses --
     fused, float learning rates, no AMSGrad, every parameter of a group with a gradient on
     one device and dtype, no closure and no grad scaler -- and falls back to
     ``torch.optim.Adam.step`` for everything else.
@@ -57,9 +75,18 @@ class Adam(torch.optim.Adam):
         super().add_param_group(param_group)
         self._lean = None
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One Adam step (see the class docstring for when torch's own step runs)."""
+        if _observed(self):
+            return _hooked_step(self, closure)
+        return self._step(closure)
+
+    # torch's Optimizer.__init__ wraps a class's ``step`` unless it is marked as hooked:
+    # ``step`` above takes torch's wrapper itself, only when something would observe it
+    step.hooked = True  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def _step(self, closure: Callable[[], float] | None) -> float | None:
         grads = self._lean_grads() if closure is None else None
         if grads is None:
             loss = _torch_step(self, closure)
@@ -137,3 +164,7 @@ class Adam(torch.optim.Adam):
                 )
             )
         return lean
+
+
+# torch's own hook-and-profiler wrapper, around the step without it
+_hooked_step = torch.optim.Optimizer.profile_hook_step(Adam._step)

@@ -148,3 +148,17 @@ assert not getattr(torch.optim.Adam.step, "hooked", False)
 assert calls == ["pre", "pre"], calls
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_profiler_still_sees_the_step() -> None:
+    """Without hooks the step skips torch's wrapper, except while a profiler runs."""
+    net = _net(0)
+    opt = Adam(net.parameters(), lr=1e-2, fused=True)
+    for seed in range(2):
+        _grads(net, seed)
+        opt.step()
+    _grads(net, 2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    names = {e.key for e in prof.key_averages()}
+    assert "Optimizer.step#Adam.step" in names
