@@ -313,8 +313,13 @@ def test_page_in_headless_chromium(served: str, outputs: Path) -> None:
         assert diff.count() == 1 and diff.first.inner_text().split() == ["seed", "0", "1"]
 
         # the eval video plays inline (metadata loaded through the media route)
-        page.wait_for_function("() => document.querySelector('#videos video')?.readyState >= 1")
-        assert page.evaluate("() => document.querySelector('#videos video').duration") > 0
+        # (read the duration in the same call that sees the metadata: the 1 s live rescan
+        # may re-render the element in between, and a fresh element reads NaN)
+        duration = page.wait_for_function(
+            """() => { const v = document.querySelector('#videos video');
+                       return v && v.readyState >= 1 && v.duration > 0 ? v.duration : 0; }"""
+        ).json_value()
+        assert duration > 0
 
         # clearing the filter keeps the ticks; ticking the live run adds its curve
         page.click("#filter-algo")
