@@ -30,11 +30,11 @@ def q_target(
         ``(B,)`` targets (no gradient flows through them when the inputs carry none).
     """
     if next_q_online is None:
-        next_v = next_q_target.max(dim=1).values
+        next_v = next_q_target.amax(dim=1)  # values only: no argmax computed
     else:
         best = next_q_online.argmax(dim=1, keepdim=True)
         next_v = next_q_target.gather(1, best).squeeze(1)
-    return reward + discount * next_v
+    return torch.addcmul(reward, discount, next_v)
 
 
 def td_loss(

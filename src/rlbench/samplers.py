@@ -60,10 +60,10 @@ class LinearSchedule:
     duration: int
 
     def __call__(self, step: int) -> float:
-        if self.duration <= 0:
+        # called on every env step: the constant tail (most of a run) returns at once
+        if step >= self.duration or self.duration <= 0:
             return self.end
-        frac = min(max(step, 0) / self.duration, 1.0)
-        return self.start + frac * (self.end - self.start)
+        return self.start + max(step, 0) / self.duration * (self.end - self.start)
 
 
 class ActionSampler:

@@ -163,12 +163,14 @@ class DQN(RLModule):
         return self.optimizer_factory(self._params, lr=self.lr)
 
     # ------------------------------------------------------------------ acting
-    def _q_values(self, obs: np.ndarray) -> np.ndarray:
-        """Q-values ``(B, A)``: numpy views of the live weights when the net allows it."""
-        if self._numpy_q is None and self.device.type == "cpu":
+    def _q_fn(self) -> Callable[[np.ndarray], np.ndarray]:
+        """``obs (B, *obs) -> Q (B, A)``: on the CPU, numpy over views of the live weights
+        when the net allows it (decided once; the views follow every update)."""
+        if self._numpy_q is None:
+            if self.device.type != "cpu":
+                return self._torch_q
             self._numpy_q = numpy_forward(self.q_net) or self._torch_q
-        fn = self._numpy_q or self._torch_q
-        return fn(obs)
+        return self._numpy_q
 
     def _torch_q(self, obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -180,7 +182,7 @@ class DQN(RLModule):
             self.head.set_noise(explore)
             if explore:
                 self.head.reset_noise()
-        scores = LazyScores(self._q_values, obs, self.num_actions)
+        scores = LazyScores(self._numpy_q or self._q_fn(), obs, self.num_actions)
         return self.sampler(scores, step=env_step, rng=self.act_rng, explore=explore)
 
     # ------------------------------------------------------------------ learning
