@@ -57,9 +57,8 @@ class Adam(torch.optim.Adam):
     / ``_fused_adamw_`` kernel on the same tensors; tested bit for bit), and the same
     ``state_dict``, so checkpoints move freely between the two. Step hooks and the profiler
     range run whenever there are any (see the module docstring). The lean path covers what
-    rlbench uses --
-    fused, float learning rates, no AMSGrad, every parameter of a group with a gradient on
-    one device and dtype, no closure and no grad scaler -- and falls back to
+    rlbench uses -- fused, float learning rates, no AMSGrad, every parameter of a group with
+    a gradient on one device and dtype, no closure and no grad scaler -- and falls back to
     ``torch.optim.Adam.step`` for everything else.
     """
 

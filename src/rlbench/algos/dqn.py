@@ -182,7 +182,7 @@ class DQN(RLModule):
             self.head.set_noise(explore)
             if explore:
                 self.head.reset_noise()
-        scores = LazyScores(self._numpy_q or self._q_fn(), obs, self.num_actions)
+        scores = LazyScores(self._q_fn(), obs, self.num_actions)
         return self.sampler(scores, step=env_step, rng=self.act_rng, explore=explore)
 
     # ------------------------------------------------------------------ learning
