@@ -107,43 +107,55 @@ class ReplayDataModule(EnvStreamDataModule):
         )
         module, buffer = self.module, self.buffer
         assert buffer is not None
-        while self.env_steps < target:
-            if self.env_steps < spec.learning_starts:
-                actions = random_actions(self.action_space, n, self.rng)
-            else:
-                actions = module.act(self.obs, explore=True, env_step=self.env_steps)
-            next_obs, reward, terminated, truncated, info = self.envs.step(actions)
-            buffer.add(
-                action=actions,
-                reward=reward,
-                terminated=terminated,
-                truncated=truncated,
-                next_obs=next_obs,
-                ignored=self.prev_done,
-            )
-            # episode statistics in the env's own units when it normalizes rewards (MuJoCo)
-            self._track_episodes(info.get("raw_reward", reward), terminated | truncated)
-            self.obs = next_obs
-            self.env_steps += n
+        # Episode statistics run on python lists within the phase: for the usual handful of
+        # envs, scalar adds cost a fraction of numpy's per-call overhead on tiny arrays.
+        # Checkpoints are written between batches, when the arrays below are current.
+        ep_return, ep_length = self.ep_return.tolist(), self.ep_length.tolist()
+        prev_done = self.prev_done.tolist()
+        try:
+            while self.env_steps < target:
+                if self.env_steps < spec.learning_starts:
+                    actions = random_actions(self.action_space, n, self.rng)
+                else:
+                    actions = module.act(self.obs, explore=True, env_step=self.env_steps)
+                next_obs, reward, terminated, truncated, info = self.envs.step(actions)
+                buffer.add(
+                    action=actions,
+                    reward=reward,
+                    terminated=terminated,
+                    truncated=truncated,
+                    next_obs=next_obs,
+                    ignored=self.prev_done,
+                )
+                done = terminated | truncated
+                # episode statistics in the env's own units when it normalizes rewards
+                rewards: list[float] = info.get("raw_reward", reward).tolist()
+                if any(prev_done):  # envs that autoreset this step took no real step
+                    stepped = list(zip(prev_done, ep_return, rewards, ep_length, strict=True))
+                    ep_return = [g if p else g + r for p, g, r, _ in stepped]
+                    ep_length = [k if p else k + 1 for p, _, _, k in stepped]
+                else:
+                    ep_return = [g + r for g, r in zip(ep_return, rewards, strict=True)]
+                    ep_length = [k + 1 for k in ep_length]
+                prev_done = done.tolist()
+                if any(prev_done):
+                    self._end_episodes(prev_done, ep_return, ep_length)
+                self.prev_done = done
+                self.obs = next_obs
+                self.env_steps += n
+        finally:
+            self.ep_return = np.array(ep_return, dtype=np.float64)
+            self.ep_length = np.array(ep_length, dtype=np.int64)
 
-    def _track_episodes(self, reward: np.ndarray, done: np.ndarray) -> None:
-        # the common case, kept cheap (count_nonzero: a quarter of the cost of .any())
-        if not (np.count_nonzero(done) or np.count_nonzero(self.prev_done)):
-            self.ep_return += reward
-            self.ep_length += 1
-            self.prev_done = done
-            return
-        stepped = ~self.prev_done  # envs that autoreset this step took no real step
-        self.ep_return[stepped] += reward[stepped]
-        self.ep_length[stepped] += 1
-        if done.any():
-            for i in np.flatnonzero(done):
-                self.module.metrics.add("rollout/episode_return", float(self.ep_return[i]))
-                self.module.metrics.add("rollout/episode_length", float(self.ep_length[i]))
-            self.episodes += int(done.sum())
-            self.ep_return[done] = 0.0
-            self.ep_length[done] = 0
-        self.prev_done = done
+    def _end_episodes(self, done: list[bool], ep_return: list[float], ep_length: list[int]) -> None:
+        """Log ``rollout/*`` for the envs whose episode ``done`` marks, and zero their sums."""
+        metrics = self.module.metrics
+        for i, d in enumerate(done):
+            if d:
+                metrics.add("rollout/episode_return", ep_return[i])
+                metrics.add("rollout/episode_length", float(ep_length[i]))
+                ep_return[i], ep_length[i] = 0.0, 0
+                self.episodes += 1
 
     def update_priorities(self, indices: torch.Tensor, loss: torch.Tensor) -> None:
         """Forward per-sample losses to a prioritized buffer (no-op for uniform replay)."""
