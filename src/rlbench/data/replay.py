@@ -109,7 +109,8 @@ class ReplayDataModule(EnvStreamDataModule):
         assert buffer is not None
         # Episode statistics run on python lists within the phase: for the usual handful of
         # envs, scalar adds cost a fraction of numpy's per-call overhead on tiny arrays.
-        # Checkpoints are written between batches, when the arrays below are current.
+        # They are written back to the numpy arrays when the phase ends, before any checkpoint
+        # (checkpoints are written between batches).
         ep_return, ep_length = self.ep_return.tolist(), self.ep_length.tolist()
         prev_done = self.prev_done.tolist()
         try:
