@@ -100,9 +100,10 @@ def _native_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def native_threads(requested: int, num_envs: int) -> int:
     """Worker threads for the native env: ``requested``, or for 0 one per env up to the cores
-    this process may use. (ale-py's own 0 means one per env; with more threads than cores
-    they contend: Breakout x8 on the 2-core dev machine steps about 10% faster with 2
-    threads than with 8, ``scripts/bench_envs.py``.)"""
+    this process may use. (ale-py's own 0 takes ``std::thread::hardware_concurrency``, which
+    ignores CPU affinity: under ``taskset`` or a cgroup CPU set it starts more threads than
+    the process has cores, and they contend: Breakout x8 on the 2-core dev machine steps
+    about 10% faster with 2 threads than with 8, ``scripts/bench_envs.py``.)"""
     if requested > 0:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
