@@ -21,7 +21,7 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,7 @@ from rlbench.analysis.plots import (
 from rlbench.analysis.runs import (
     DEFAULT_EXCLUDED_STATUSES,
     AnalysisError,
+    ArgumentParser,
     Run,
     discover_runs,
     filter_runs,
@@ -826,16 +827,9 @@ def write_report(
 
 
 # ----------------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser that raises :class:`AnalysisError` instead of exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise AnalysisError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``rlbench-report`` argument parser."""
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Aggregate rlbench runs (run dirs, sweep dirs or globs) into a report "
         "with rliable statistics, figures and an offline index.html.",

@@ -12,6 +12,7 @@ A *sweep directory* (Hydra multirun) holds many run directories at any depth.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import io
 import json
@@ -20,7 +21,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +74,14 @@ _MISSING: Final[object] = object()
 
 class AnalysisError(ValueError):
     """Bad user input (paths, filters, group keys); the CLI reports it and exits with 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` that raises :class:`AnalysisError` instead of exiting, so
+    the ``rlbench-report`` and ``rlbench-viz`` CLIs report bad arguments like other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        raise AnalysisError(message)
 
 
 @dataclass(eq=False)

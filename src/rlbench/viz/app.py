@@ -16,7 +16,7 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 from urllib.parse import quote
 
 import plotly.graph_objects as go
@@ -26,7 +26,7 @@ from flask import Response, abort, send_file
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from rlbench.analysis.runs import AnalysisError
+from rlbench.analysis.runs import AnalysisError, ArgumentParser
 from rlbench.viz.data import (
     FILTER_KEYS,
     CurveGroup,
@@ -476,14 +476,9 @@ def create_app(index: RunIndex, *, refresh_s: float = 5.0) -> Dash:
 
 
 # ----------------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise AnalysisError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``rlbench-viz`` argument parser."""
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=PROG,
         description=f"Browse and compare rlbench runs in a local web page (served on {HOST} only).",
     )
