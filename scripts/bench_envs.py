@@ -14,7 +14,8 @@ a comparison live at once and take turns in chunks of 50 vector steps (see ``com
   step; (a') is timed too, to show what that option costs. (b') appears where rlbench picks
   another thread count than ale-py (a process limited to fewer cores than the machine has).
 - CartPole-v1 per env count: rlbench's serial/sync/native backends and its ``auto`` choice
-  against ``gym.make_vec(..., "sync")``; confirms ``factory.NATIVE_MIN_ENVS``.
+  against ``gym.make_vec(..., "sync")``; then serial against native with a torch policy
+  acting between steps, which sets ``factory.NATIVE_MIN_ENVS``.
 - HalfCheetah-v5 (needs mujoco) and MinAtar Breakout (needs minatar): the factory against
   ``gym.make_vec(..., "sync")``.
 
@@ -47,9 +48,11 @@ def compare(
     actions: np.ndarray,
     repeats: int,
     chunk: int = 50,
+    between: Callable[[int], object] | None = None,
 ) -> dict[str, list[float]]:
     """Env steps per second of each contender in each of ``repeats`` blocks of ``steps``
-    vector steps.
+    vector steps; with ``between``, ``between(num_envs)`` runs untimed before every step (as
+    acting runs between the steps of training) and only the steps are timed.
 
     All contenders live at once and take turns in chunks of ``chunk`` vector steps, so load
     changes on a shared machine hit them alike; block ``k`` of every contender covers the
@@ -75,10 +78,17 @@ def compare(
                 for k in order.permutation(len(names)):
                     name = names[k]
                     e = envs[name]
-                    t0 = time.perf_counter()
+                    if between is None:
+                        t0 = time.perf_counter()
+                        for j in range(chunk):
+                            e.step(actions[(r * chunk + j) % len(actions)])
+                        spent[name] += time.perf_counter() - t0
+                        continue
                     for j in range(chunk):
+                        between(e.num_envs)
+                        t0 = time.perf_counter()
                         e.step(actions[(r * chunk + j) % len(actions)])
-                    spent[name] += time.perf_counter() - t0
+                        spent[name] += time.perf_counter() - t0
                 r += 1
             for name in names:
                 rates[name].append(rounds * chunk * envs[name].num_envs / spent[name])
@@ -192,6 +202,45 @@ def bench_cartpole(counts: list[int], steps: int, repeats: int) -> None:
     )
 
 
+def bench_cartpole_acting(counts: list[int], steps: int, repeats: int) -> None:
+    """Serial against native stepping when a torch policy acts before every step, as in
+    training: torch evicts the caches the Python env loop needs, and it costs the two backends
+    differently: on the 2-core dev machine native stepping alone is ahead from N=10, with a
+    policy acting from N=12, which is what ``factory.NATIVE_MIN_ENVS`` follows."""
+    import torch
+
+    torch.set_num_threads(1)
+    policy = torch.nn.Sequential(
+        torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh()
+    )
+    head = torch.nn.Linear(64, 2)
+
+    @torch.no_grad()
+    def act(n: int) -> object:
+        logits = head(policy(torch.randn(n, 4)))
+        return torch.distributions.Categorical(logits=logits).sample().numpy()
+
+    print("\nCartPole-v1 with a torch policy acting between steps, us per vector step")
+    print(f"  {'N':>3s} {'serial':>8s} {'native':>8s}  auto")
+    best_native: int | None = None
+    for n in counts:
+        makers: dict[str, Maker] = {
+            b: EnvFactory(id="CartPole-v1", num_envs=n, vectorization=b).make
+            for b in ("serial", "native")
+        }
+        rates = compare(
+            makers, steps=steps, actions=discrete_actions(2, n), repeats=repeats, between=act
+        )
+        us = {k: n / statistics.median(r) * 1e6 for k, r in rates.items()}
+        auto = EnvFactory(id="CartPole-v1", num_envs=n).backend(n)
+        print(f"  {n:3d} {us['serial']:8.1f} {us['native']:8.1f}  {auto}")
+        if best_native is None and us["native"] < us["serial"]:
+            best_native = n
+    print(
+        f"  native first beats serial at N={best_native}; factory.NATIVE_MIN_ENVS={NATIVE_MIN_ENVS}"
+    )
+
+
 # ---------------------------------------------------------------------- others
 def bench_factory_vs_gym(
     label: str, factory: EnvFactory, gym_id: str, num_envs: int, steps: int, repeats: int
@@ -229,6 +278,7 @@ def main() -> None:
     print("machine: shared 2-core dev box unless stated otherwise; numbers are indicative")
     bench_atari(args.atari_envs, args.atari_steps, args.repeats)
     bench_cartpole([1, 2, 4, 8, 16, 32], args.steps, args.repeats)
+    bench_cartpole_acting([8, 12, 16], args.steps // 3, args.repeats)
     try:
         from rlbench.envs.mujoco import MuJoCoFactory
 

@@ -20,10 +20,13 @@ Vectorization = Literal["auto", "serial", "sync", "native"]
 VECTORIZATIONS: tuple[str, ...] = ("auto", "serial", "sync", "native")
 
 #: With at least this many envs a native vector env (CartPole's) beats stepping separate envs:
-#: its cost is nearly flat in N (80-120 us per vector step) while serial stepping costs about
-#: 12-15 us per env; ``scripts/bench_envs.py`` (3 runs on the shared 2-core machine) measured
-#: native ahead from N=8 on (N=8: 110 vs 123 us, N=16: 119 vs 263 us).
-NATIVE_MIN_ENVS = 8
+#: its cost is nearly flat in N (60-130 us per vector step) while serial stepping costs about
+#: 7-11 us per env. What counts is the cost inside training, where a torch policy acts before
+#: every step and evicts the caches both need: ``scripts/bench_envs.py`` on the shared 2-core
+#: machine (2 runs of 5 blocks) measured serial / native 71-102 / 96-129 us at N=8, 90-99 /
+#: 104-112 at N=10, 115-132 / 112-127 at N=12 and 122-179 / 100-133 at N=16. Stepping alone,
+#: native is ahead from N=10 (N=8: 70 vs 75 us).
+NATIVE_MIN_ENVS = 12
 #: Evaluation episode j is seeded ``seed + EVAL_SEED_OFFSET + j``: disjoint from training seeds.
 EVAL_SEED_OFFSET = 1_000_000
 
