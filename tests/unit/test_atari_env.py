@@ -131,6 +131,56 @@ def test_fire_on_life_loss_serves_the_next_ball(fire: bool) -> None:
         assert trunc[0] and int(info["lives"][0]) == 4 and steps == 1000  # 4000 frames
 
 
+def test_evaluation_envs_serve_at_the_start_of_every_game() -> None:
+    """ale-py presses FIRE for one frame on reset and sticky actions (p=0.25) drop it about a
+    quarter of the time, so a policy that never presses FIRE waits for the frame cap (with the
+    default 108k frames, 27k CNN forwards per evaluation episode). Evaluation envs press FIRE
+    on the first step of every game."""
+    factory = AtariFactory(game="breakout", num_envs=8, max_episode_frames=2000)
+    assert not factory.fire_on_start and factory.for_evaluation().fire_on_start
+    noop = np.zeros(8, dtype=np.int64)
+    ends = {}
+    for name, f in (("train", factory), ("eval", factory.for_evaluation())):
+        envs = f.make()
+        envs.reset(seed=1_000_000)
+        term = trunc = 0
+        for _ in range(1000):
+            _, _, te, tr, _ = envs.step(noop)
+            term, trunc = term + int(te.sum()), trunc + int(tr.sum())
+        ends[name] = (term, trunc)
+    assert ends["train"][1] > 0  # some games were never served and ran to 2000 frames
+    eval_term, eval_trunc = ends["eval"]
+    assert eval_trunc == 0 and eval_term >= 8 * 6  # about 120 steps a game
+
+
+@pytest.mark.parametrize("when", ["reset", "game_over"])
+def test_pickle_keeps_the_pending_fire_of_a_new_game(when: str) -> None:
+    envs = AtariFactory(game="breakout", num_envs=2).for_evaluation().make()
+    envs.reset(seed=1_000_001)  # env 0's reset FIRE is dropped by a sticky action
+    noop = np.zeros(2, dtype=np.int64)
+    if when == "game_over":  # pickled on the step that ends a game: the next one resets it
+        for _ in range(400):
+            _, _, term, _, _ = envs.step(noop)
+            if term.any():
+                break
+        assert term.any()
+        ended = term
+    restored = pickle.loads(pickle.dumps(envs))
+    a, b = [], []
+    for _ in range(150):
+        a.append((*envs.step(noop), envs.last_sent.copy()))
+        b.append((*restored.step(noop), restored.last_sent.copy()))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x[0], y[0])
+        np.testing.assert_array_equal(x[4]["lives"], y[4]["lives"])
+        np.testing.assert_array_equal(x[5], y[5])  # the actions the emulators got
+    if when == "reset":
+        assert (a[0][5] == 1).all()  # FIRE on the first step of both games
+        assert any(int(x[4]["lives"][0]) < 5 for x in a)  # env 0's ball was served
+    else:  # the step after the end resets (action ignored); the one after serves
+        np.testing.assert_array_equal(a[1][5], np.where(ended, 1, 0))
+
+
 def test_pickle_right_after_a_lost_life_keeps_the_pending_fire() -> None:
     envs = AtariFactory(game="breakout", num_envs=1).for_evaluation().make()
     envs.reset(seed=3)
