@@ -31,6 +31,15 @@ padding of the slots beyond it, so a rebuilt stack equals the stored one bit for
 Reward clipping. ``clip_rewards=True`` clips each per-step reward to ``[-1, 1]`` before the
 n-step sum (Mnih et al. 2015); stored rewards stay raw, and so do logged episode returns.
 The config key is ``algo.clip_rewards`` (``buffer.clip_rewards`` follows it).
+
+Sequences. ``sample_sequences`` serves windows of ``L`` consecutive steps of one env from the
+same rows (TD-MPC2, DreamerV3): observations ``o_0..o_L`` and the ``L`` steps between them,
+with ``is_first`` (a reset observation: stored per row in ``first``, since the row before the
+oldest one is gone), ``is_terminal`` and ``mask`` (False at ignored rows). Windows either lie
+inside one episode (``within_episode=True``: all ``L`` steps real, only the last may end the
+episode, its ``o_L`` the true final observation) or may span episode boundaries (only the
+first step must be real). Which windows are valid is the storage's rule (``_valid_windows``);
+the sampling rule drawing among them is uniform here.
 """
 
 from __future__ import annotations
@@ -149,6 +158,8 @@ class TrajectoryReplayBuffer:
         self.terminated = np.zeros((rows, num_envs), dtype=np.bool_)
         self.truncated = np.zeros((rows, num_envs), dtype=np.bool_)
         self.ignored = np.zeros((rows, num_envs), dtype=np.bool_)
+        # observation is the first of an episode (after start() or an ignored autoreset row)
+        self.first = np.zeros((rows, num_envs), dtype=np.bool_)
         # (rows * num_envs, ...) views of the row arrays, indexed by flat slot
         self._flat = {
             name: getattr(self, name).reshape(rows * num_envs, *getattr(self, name).shape[2:])
@@ -163,6 +174,7 @@ class TrajectoryReplayBuffer:
     def start(self, obs: np.ndarray) -> None:
         """Store the first observations ``(num_envs, *obs_shape)`` after ``env.reset``."""
         self._store_obs(self.head, obs, first=True)
+        self.first[self.head] = True
         self.started = True
 
     def _store_obs(self, row: int, obs: np.ndarray, *, first: bool) -> None:
@@ -213,6 +225,7 @@ class TrajectoryReplayBuffer:
         self.ignored[h] = ignored
         h = (h + 1) % self.rows
         self._store_obs(h, next_obs, first=False)
+        self.first[h] = ignored  # the env reset instead of stepping: next_obs starts an episode
         self.head = h
         self.complete = min(self.complete + 1, self.rows - 1)
 
@@ -368,6 +381,179 @@ class TrajectoryReplayBuffer:
     def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
         """Uniform replay ignores priorities (prioritized replay overrides this)."""
 
+    # ------------------------------------------------------------------ sequences
+    def _check_length(self, length: int) -> None:
+        if not 1 <= length <= self.rows - 1:
+            raise ValueError(
+                f"sequence length {length}: must be in [1, {self.rows - 1}] for a buffer of "
+                f"{self.rows} rows per env"
+            )
+
+    def _valid_windows(
+        self, rows: np.ndarray, envs: np.ndarray, ages: np.ndarray, length: int, within: bool
+    ) -> np.ndarray:
+        """Which windows of ``length`` steps starting at ``(rows, envs)`` (of the given
+        ``ages``) can be served: all ``L + 1`` observations stored (and rebuildable, with
+        frame stacks), the first step real, and with ``within`` all steps real and no episode
+        end before the last step."""
+        L = length
+        ok = (ages >= L) & (ages <= self.complete)
+        e = envs[:, None]
+        if within:
+            # all L steps real; then no step before the last ends the episode, since the row
+            # after an episode end is always an ignored one
+            steps = (rows[:, None] + np.arange(L)) % self.rows
+            ok &= ~self.ignored[steps, e].any(axis=1)
+        else:
+            ok &= ~self.ignored[rows, envs]
+        if self.frame_stack > 1:
+            obs_rows = (rows[:, None] + np.arange(L + 1)) % self.rows
+            depth = self.depth[obs_rows, e]
+            known = (depth == self.frame_stack - 1) | (self.padding[obs_rows, e] != PAD_UNKNOWN)
+            reach = ages[:, None] - np.arange(L + 1) + depth <= self.complete
+            ok &= (known & reach).all(axis=1)
+        return ok
+
+    def _all_windows(
+        self, length: int, within: bool, *, limit: int | None = None, chunk: int = 1 << 14
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every valid window as ``(ages, envs)``, oldest first (the first ``limit`` found).
+
+        Scans all ``complete - L + 1`` start ages of every env: ``O(rows * envs * L)``, for
+        ``can_sample_sequences`` and for batches that rejection sampling cannot fill.
+        """
+        found_ages, found_envs, count = [], [], 0
+        n = self.num_envs
+        for lo in range(0, max(self.complete - length + 1, 0) * n, chunk):
+            flat = np.arange(lo, min(lo + chunk, (self.complete - length + 1) * n))
+            ages, envs = self.complete - flat // n, flat % n
+            ok = self._valid_windows((self.head - ages) % self.rows, envs, ages, length, within)
+            found_ages.append(ages[ok])
+            found_envs.append(envs[ok])
+            count += int(ok.sum())
+            if limit is not None and count >= limit:
+                break
+        if not found_ages:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(found_ages)[:limit], np.concatenate(found_envs)[:limit]
+
+    def can_sample_sequences(self, length: int, within_episode: bool) -> bool:
+        """Whether some window of ``length`` steps can be served (see ``sample_sequences``).
+
+        Probes up to 64 evenly spaced start ages of every env, then scans all windows.
+        """
+        self._check_length(length)
+        if self.complete < length:
+            return False
+        ages = np.unique(np.linspace(length, self.complete, num=64).astype(np.int64))
+        envs = np.tile(np.arange(self.num_envs), ages.size)
+        ages = np.repeat(ages, self.num_envs)
+        rows = (self.head - ages) % self.rows
+        if self._valid_windows(rows, envs, ages, length, within_episode).any():
+            return True
+        return self._all_windows(length, within_episode, limit=1)[0].size > 0
+
+    def _draw_windows(
+        self, batch_size: int, length: int, within: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform ``(rows, envs)`` over valid window starts.
+
+        Rejection sampling as in ``_draw``, each round sized by the acceptance rate seen so
+        far; when a few rounds leave the batch short (valid windows are rare), the rest is
+        drawn uniformly from the list of all valid windows. Either way every start is an
+        i.i.d. uniform draw over the valid windows.
+        """
+        rows = np.empty(batch_size, dtype=np.int64)
+        envs = np.empty(batch_size, dtype=np.int64)
+        filled = drawn = 0
+        if self.complete >= length:
+            for _ in range(4):
+                need = batch_size - filled
+                rate = max(filled, 1) / drawn if drawn else 1.0
+                m = min(int(need / rate * 9 / 8) + 4, 1 << 15)
+                ages = self.rng.integers(length, self.complete + 1, size=m)
+                e = (
+                    self.rng.integers(0, self.num_envs, size=m)
+                    if self.num_envs > 1
+                    else np.zeros(m, dtype=np.int64)
+                )
+                r = (self.head - ages) % self.rows
+                keep = np.flatnonzero(self._valid_windows(r, e, ages, length, within))[:need]
+                rows[filled : filled + keep.size], envs[filled : filled + keep.size] = (
+                    r[keep],
+                    e[keep],
+                )
+                filled += keep.size
+                drawn += m
+                if filled == batch_size:
+                    return rows, envs
+        all_ages, all_envs = self._all_windows(length, within)
+        if all_ages.size == 0:
+            kind = "inside one episode" if within else "starting with a real step"
+            raise RuntimeError(
+                f"replay buffer has {len(self)} steps: no window of {length} steps {kind} "
+                "to sample yet (check can_sample_sequences first)"
+            )
+        pick = self.rng.integers(0, all_ages.size, size=batch_size - filled)
+        rows[filled:] = (self.head - all_ages[pick]) % self.rows
+        envs[filled:] = all_envs[pick]
+        return rows, envs
+
+    def gather_sequences(self, rows: np.ndarray, envs: np.ndarray, *, length: int) -> Batch:
+        """Windows of ``length`` steps starting at ``(rows[i], envs[i])``; see
+        ``sample_sequences`` for the returned arrays (all but ``indices``)."""
+        B, L = rows.size, length
+        obs_rows = (rows[:, None] + np.arange(L + 1)) % self.rows  # (B, L + 1)
+        steps = obs_rows[:, :-1]  # (B, L): step t goes from o_t to o_{t+1}
+        e = envs[:, None]
+        obs = self._observations(obs_rows.ravel(), np.repeat(envs, L + 1))
+        reward = self.reward[steps, e]
+        if self.clip_rewards:
+            reward = np.clip(reward, -1.0, 1.0)
+        terminated = self.terminated[steps, e]
+        mask = ~self.ignored[steps, e]
+        is_terminal = np.empty((B, L + 1), dtype=np.bool_)
+        is_terminal[:, 1:] = terminated & mask
+        # o_0 is terminal when the stored step into it (the row before) terminated
+        prev = (rows - 1) % self.rows
+        prev_stored = (self.head - rows) % self.rows < self.complete
+        is_terminal[:, 0] = prev_stored & self.terminated[prev, envs] & ~self.ignored[prev, envs]
+        return {
+            "obs": obs.reshape(B, L + 1, *obs.shape[1:]),
+            "action": self.action[steps, e],
+            "reward": reward,
+            "terminated": terminated,
+            "truncated": self.truncated[steps, e],
+            "is_first": self.first[obs_rows, e],
+            "is_terminal": is_terminal,
+            "mask": mask,
+        }
+
+    def sample_sequences(self, batch_size: int, *, length: int, within_episode: bool) -> Batch:
+        """A uniform batch of windows of ``length`` consecutive steps of one env.
+
+        ``within_episode=True`` (TD-MPC2): every window lies inside one episode: its ``L``
+        steps are real and only the last may terminate or truncate (``o_L`` is then the true
+        final observation); ``mask`` is all True. ``within_episode=False`` (DreamerV3):
+        windows may cross episode boundaries (marked by ``is_first``; ignored autoreset rows
+        have ``mask`` False); only the first step must be real. In both, all ``L + 1``
+        observations are stored and, with frame stacks, rebuilt exactly; windows wrap around
+        the ring. Raises ``RuntimeError`` when no valid window exists yet.
+
+        Returns:
+            ``obs (B, L+1, *obs)``; ``action (B, L, *act)``; ``reward (B, L)`` float32 (per
+            step, clipped with ``clip_rewards``); ``terminated``, ``truncated (B, L)``;
+            ``is_first (B, L+1)`` (a reset observation), ``is_terminal (B, L+1)`` (the final
+            observation of a terminated episode); ``mask (B, L)`` (a real step, not an
+            ignored row); ``indices (B,)`` flat slots ``row * num_envs + env`` of each
+            window's first step.
+        """
+        self._check_length(length)
+        rows, envs = self._draw_windows(batch_size, length, within_episode)
+        batch = self.gather_sequences(rows, envs, length=length)
+        batch["indices"] = rows * self.num_envs + envs
+        return batch
+
     # ------------------------------------------------------------------ state
     def _used_rows(self) -> int:
         return self.rows if self.complete == self.rows - 1 else self.head + 1
@@ -391,7 +577,7 @@ class TrajectoryReplayBuffer:
         return state
 
     def _row_arrays(self) -> tuple[str, ...]:
-        names = ("obs", "action", "reward", "terminated", "truncated", "ignored")
+        names = ("obs", "action", "reward", "terminated", "truncated", "ignored", "first")
         return (*names, "depth", "padding") if self.frame_stack > 1 else names
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -406,7 +592,22 @@ class TrajectoryReplayBuffer:
             return
         self.head, self.complete, self.started = state["head"], state["complete"], state["started"]
         for name in self._row_arrays():
+            if name == "first" and name not in state:  # saved before rows kept `first`
+                self._derive_first(len(state["ignored"]))
+                continue
             data = state[name].numpy()
             getattr(self, name)[: len(data)] = data
         if self.frame_stack > 1:
             self._last_stack[...] = state["last_stack"].numpy()
+
+    def _derive_first(self, used: int) -> None:
+        """``first`` of checkpoints saved without it: the row after an ignored row, and row 0
+        of a ring not yet full (the start); the oldest row of a full ring is taken as not
+        first."""
+        self.first[:] = False
+        self.first[1:used] = self.ignored[: used - 1]
+        if self.complete == self.rows - 1:
+            self.first[0] = self.ignored[self.rows - 1]
+            self.first[(self.head + 1) % self.rows] = False
+        else:
+            self.first[0] = True
