@@ -21,6 +21,7 @@ from rlbench.analysis.runs import (
     filter_runs,
     group_runs,
     resolve_group_keys,
+    resolve_grouping,
 )
 
 REPS = "200"
@@ -52,16 +53,26 @@ def make_run(
     status: str = "completed",
     result_score: bool = True,
     variant: str | None = None,
+    algo_keys: dict[str, Any] | None = None,
+    eval_deterministic: bool | None = None,
 ) -> Path:
-    """Write a synthetic run dir: config, sparse metrics.csv, results.json."""
+    """Write a synthetic run dir: config, sparse metrics.csv, results.json.
+
+    ``algo_keys`` adds keys to the config's ``algo``; ``eval_deterministic`` (unless ``None``)
+    goes into results.json, as newer runs write it.
+    """
     (run_dir / ".hydra").mkdir(parents=True)
     config: dict[str, Any] = {
         "seed": seed,
         "total_env_steps": EVAL_STEPS[-1],
-        "algo": {"name": algo},
+        "algo": {"name": algo, **(algo_keys or {})},
         "env": {"id": env_id, "name": env_id.split("-")[0].lower()},
-        "buffer": {"n_step": 3 if seed % 2 else 1},
-        "tags": ["synthetic"],
+        "buffer": {"n_step": 3},
+        # differs between runs of one algo/env, but says how often a run checkpoints, not
+        # what it learns: default groupings leave it out, --group-by can still name it
+        "trainer": {"checkpoint_every": 500 if seed % 2 else 1000},
+        "tags": ["synthetic", f"seed{seed}"],
+        "logger": {"name": "${algo.name}-${env.id}-seed${seed}"},
     }
     if variant is not None:
         config["variant"] = variant
@@ -82,6 +93,8 @@ def make_run(
         "eval_episodes": 10,
         "wall_time_s": 12.5,
     }
+    if eval_deterministic is not None:
+        results["eval_deterministic"] = eval_deterministic
     if status == "failed":
         results["error"] = "RuntimeError: boom"
     (run_dir / "results.json").write_text(json.dumps(results))
@@ -160,9 +173,14 @@ def test_default_report_summary(default_report: tuple[Path, str]) -> None:
     out, _ = default_report
     rows = read_csv(out / "summary.csv")
     assert len(rows) == 4
+    # algo and env differ; trainer.checkpoint_every, tags and logger.name (seed-dependent)
+    # differ too, but never make groups
+    assert list(rows[0])[:4] == ["group", "algo.name", "env.id", "eval_policy"]
     by_group = {(r["algo.name"], r["env.id"]): r for r in rows}
     assert set(by_group) == set(FINALS)
     for (algo, env_id), row in by_group.items():
+        assert row["group"] == f"{algo}, {env_id}"
+        assert row["eval_policy"] == "greedy"  # no eval_deterministic in results.json
         expected = normalized(algo, env_id)
         assert int(row["n_runs"]) == 3  # the failed run is excluded
         assert row["normalization"] == "minmax"
@@ -246,7 +264,7 @@ def test_filters(sweep: Path, tmp_path: Path) -> None:
             "--reps",
             "50",
             "--group-by",
-            "buffer.n_step",
+            "trainer.checkpoint_every",
             "--filter",
             "env.id=CartPole-v1",
             "algo.name=dqn",
@@ -256,8 +274,13 @@ def test_filters(sweep: Path, tmp_path: Path) -> None:
     )
     assert rc == 0
     rows = read_csv(out / "summary.csv")
-    # dqn on CartPole, seeds 0 and 2 have n_step 1, seed 1 has n_step 3 (failed run filtered)
-    assert {r["buffer.n_step"]: int(r["n_runs"]) for r in rows} == {"1": 2, "3": 1}
+    # dqn on CartPole: seeds 0 and 2 checkpoint every 1000, seed 1 every 500 (failed run
+    # filtered); a key that default groupings ignore, named explicitly
+    assert {r["trainer.checkpoint_every"]: int(r["n_runs"]) for r in rows} == {"1000": 2, "500": 1}
+    assert {r["group"] for r in rows} == {
+        "trainer.checkpoint_every=1000",
+        "trainer.checkpoint_every=500",
+    }
     assert len(read_csv(out / "runs.csv")) == 3
 
 
@@ -334,6 +357,7 @@ def test_runs_api(sweep: Path, tmp_path: Path) -> None:
     assert config_value(runs[0], "env.missing", default="d") == "d"
     assert len(filter_runs(runs, ["status=failed"])) == 1
     assert len(filter_runs(runs, ["tags=synthetic", "seed=0"])) == 4
+    assert len(filter_runs(runs, ["tags=seed1"])) == 4
     assert len(filter_runs(runs, ["algo.name!=dqn"])) == 6
     with pytest.raises(AnalysisError, match="=oops"):
         filter_runs(runs, ["=oops"])
@@ -370,3 +394,157 @@ def test_runs_without_results_are_listed_not_aggregated(tmp_path: Path) -> None:
     assert main([str(root), "--out", str(out_all), "--reps", "50", "--exclude-status", ""]) == 0
     (row,) = read_csv(out_all / "summary.csv")
     assert row["n_runs"] == "3" and float(row["mean"]) == pytest.approx(0.5333333333)
+
+
+# ---------------------------------------------------------- default grouping: what differs
+DOUBLE_FINALS = {"true": (480.0, 490.0, 500.0), "false": (300.0, 350.0, 400.0)}
+
+
+def make_double_sweep(root: Path) -> Path:
+    """``rlbench -m experiment=dqn_cartpole algo.double=true,false seed=0,1,2`` as Hydra lays
+    it out: 2 x 3 jobs that differ in ``algo.double`` and the seed only, apart from keys that
+    follow the seed (``env.kwargs.nan_after: ${seed}``, tags, checkpointing)."""
+    sweep = root / "multirun" / "2026-02-02" / "10-00-00"
+    job = 0
+    for double, finals in DOUBLE_FINALS.items():
+        for seed, final in enumerate(finals):
+            run = make_run(
+                sweep / f"{job}_dqn-CartPole-v1_algo.double_{double}__experiment_dqn_seed{seed}",
+                algo="dqn",
+                env_id="CartPole-v1",
+                seed=seed,
+                final=final,
+                algo_keys={"double": double == "true", "lr": 1e-3},
+            )
+            config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+            config["env"]["kwargs"] = {"nan_after": "${seed}"}
+            (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+            job += 1
+    return sweep
+
+
+def test_default_groups_are_the_swept_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = make_double_sweep(tmp_path)
+    out = tmp_path / "double_report"
+    assert main([str(sweep), "--out", str(out), "--reps", "50"]) == 0
+    stdout = capsys.readouterr().out
+    assert "2 groups" in stdout and "duplicate seeds" not in stdout
+    rows = {r["group"]: r for r in read_csv(out / "summary.csv")}
+    assert set(rows) == {"algo.double=false", "algo.double=true"}
+    for double, row in ((d, rows[f"algo.double={d}"]) for d in DOUBLE_FINALS):
+        assert row["algo.double"] == double
+        assert (row["algo.name"], row["env.id"]) == ("dqn", "CartPole-v1")
+        assert (row["n_runs"], row["runs_per_task"], row["n_dropped"]) == ("3", "3", "0")
+        expected = np.array(DOUBLE_FINALS[double]) / 500.0
+        assert float(row["mean"]) == pytest.approx(expected.mean())
+    runs = read_csv(out / "runs.csv")
+    by_group: dict[str, list[str]] = {}
+    for run in runs:
+        assert run["used"] == "yes"
+        by_group.setdefault(run["group"], []).append(run["seed"])
+    assert by_group == {"algo.double=false": ["0", "1", "2"], "algo.double=true": ["0", "1", "2"]}
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "duplicate seeds" not in page
+    assert "<td>algo.double=true</td>" in page and "<td>algo.double=false</td>" in page
+    poi = read_csv(out / "probability_of_improvement.csv")
+    assert {(r["x"], r["y"]) for r in poi} == {
+        ("algo.double=false", "algo.double=true"),
+        ("algo.double=true", "algo.double=false"),
+    }
+
+
+def test_group_by_still_wins_over_the_swept_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = make_double_sweep(tmp_path)
+    out = tmp_path / "by_algo"
+    assert main([str(sweep), "--out", str(out), "--reps", "50", "--group-by", "algo.name"]) == 0
+    assert "duplicate seeds on CartPole-v1" in capsys.readouterr().out  # what was asked for
+    (row,) = read_csv(out / "summary.csv")
+    assert (row["group"], row["algo.name"], row["n_runs"]) == ("dqn", "dqn", "6")
+    assert "algo.double" not in row
+    # several keys: one label part per key, joined by ", "
+    out2 = tmp_path / "by_two"
+    rc = main([str(sweep), "--out", str(out2), "--reps", "50", "--group-by", "algo.double,algo.lr"])
+    assert rc == 0
+    assert {r["group"] for r in read_csv(out2 / "summary.csv")} == {
+        "algo.double=false, algo.lr=0.001",
+        "algo.double=true, algo.lr=0.001",
+    }
+
+
+def test_grouping_api_follows_keys_and_skips_copies(tmp_path: Path) -> None:
+    """Keys that follow the algo (ddqn sets algo.double) add nothing; explicit keys are kept."""
+    for algo, double in (("dqn", False), ("ddqn", True)):
+        for seed in range(2):
+            make_run(
+                tmp_path / f"{algo}{seed}",
+                algo=algo,
+                env_id="CartPole-v1",
+                seed=seed,
+                final=100.0,
+                algo_keys={"double": double, "_target_": f"rlbench.algos.dqn.{algo.upper()}"},
+            )
+    runs = discover_runs([str(tmp_path)])
+    grouping = resolve_grouping(runs)
+    assert grouping.keys == ("algo.name", "env.id") and grouping.shown == ("algo.name",)
+    assert set(group_runs(runs)) == {("ddqn", "CartPole-v1"), ("dqn", "CartPole-v1")}
+    assert grouping.label(("ddqn", "CartPole-v1")) == "ddqn"
+    # named explicitly, a component's class reads as its class name
+    explicit = resolve_grouping(runs, ["algo._target_", "algo.double"])
+    assert not explicit.default
+    assert explicit.label(("rlbench.algos.dqn.DDQN", "true")) == "algo=DDQN, algo.double=true"
+    # nothing differs but the seed: one group, named by algo and env
+    same = [r for r in runs if config_value(r, "algo.name") == "dqn"]
+    one = resolve_grouping(same)
+    assert one.keys == ("algo.name", "env.id")
+    assert one.label(("dqn", "CartPole-v1")) == "dqn, CartPole-v1"
+
+
+# ----------------------------------------------------------------------- evaluation policy
+def test_eval_policy_per_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """results.json's eval_deterministic: absent (older runs) counts as greedy."""
+    root = tmp_path / "policies"
+    policies: dict[str, tuple[bool | None, ...]] = {
+        "old": (None, None),  # written before the key existed
+        "greedy": (True, None),
+        "sampled": (False, False),
+        "mixed": (True, False),
+    }
+    for algo, flags in policies.items():
+        for seed, flag in enumerate(flags):
+            make_run(
+                root / f"{algo}{seed}",
+                algo=algo,
+                env_id="CartPole-v1",
+                seed=seed,
+                final=100.0 + seed,
+                eval_deterministic=flag,
+            )
+    out = tmp_path / "policy_report"
+    assert main([str(root), "--out", str(out), "--reps", "20"]) == 0
+    stdout = capsys.readouterr().out
+    rows = {r["group"]: r["eval_policy"] for r in read_csv(out / "summary.csv")}
+    assert rows == {"old": "greedy", "greedy": "greedy", "sampled": "sampled", "mixed": "mixed"}
+    runs = {(r["group"], r["seed"]): r["eval_policy"] for r in read_csv(out / "runs.csv")}
+    assert runs["mixed", "0"] == "greedy" and runs["mixed", "1"] == "sampled"
+    assert runs["old", "0"] == "greedy"
+    assert "group mixed mixes greedy and sampled evaluations" in stdout
+    assert "groups differ in evaluation policy" in stdout
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<th>eval policy</th>" in page and "<td>sampled</td>" in page
+    # the config's trainer.eval_deterministic stands in for a results.json without it
+    run = discover_runs([str(root / "old0")])[0]
+    assert run.eval_deterministic
+    run.config["trainer"]["eval_deterministic"] = False
+    assert not run.eval_deterministic
+    run.results = {"status": "completed", "eval_deterministic": True}
+    assert run.eval_deterministic  # results.json wins
+
+
+def test_same_policy_everywhere_adds_no_note(sweep: Path) -> None:
+    analysis = analyze(discover_runs([str(sweep)]), reps=20)
+    assert {g.eval_policy for g in analysis.groups} == {"greedy"}
+    assert not any("evaluation" in note for note in analysis.notes)

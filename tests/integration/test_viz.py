@@ -56,15 +56,18 @@ def write_run(
     evals: list[float],
     status: str | None = "completed",
     error: str | None = None,
+    double: bool | None = None,
 ) -> None:
     """A run dir as the engine writes it: config, sparse metrics.csv, results.json."""
     (run_dir / ".hydra").mkdir(parents=True)
-    config = {
+    config: dict[str, Any] = {
         "seed": seed,
         "tags": ["demo", algo],
         "algo": {"name": algo, "lr": lr, "gamma": 0.99},
         "env": {"id": "CartPole-v1", "name": "cartpole"},
     }
+    if double is not None:
+        config["algo"]["double"] = double
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     lines = ["env_step,train/loss,eval/return_mean"]
     for k, value in enumerate(evals):
@@ -180,6 +183,10 @@ def test_curves_iqm_and_bands(outputs: Path) -> None:
     np.testing.assert_array_equal(dqn.steps, [0.0, 1000.0])
     at_1000 = [CURVES["0_dqn_seed0"][3][1], CURVES["1_dqn_seed1"][3][1], 50]
     assert dqn.center[1] == pytest.approx(scipy.stats.trim_mean(at_1000, 0.25))
+    # by default the same: algo.lr and tags differ too, but follow the algo
+    assert index.grouping(ids).shown == ("algo.name",)
+    default = index.curves(ids, metric="eval/return_mean")
+    assert [(g.label, len(g.runs)) for g in default] == [("ddqn", 2), ("dqn", 3)]
     # a group of one run has its curve but no aggregate
     (single,) = index.curves([LIVE], metric="eval/return_mean", keys=["algo.name"])
     assert single.center is None and len(single.runs) == 1
@@ -189,6 +196,56 @@ def test_curves_iqm_and_bands(outputs: Path) -> None:
     assert sum(n.startswith("dqn seed") for n in names) == 3
     no_seeds = figure(groups, metric="m", show_seeds=False)
     assert not any("seed" in t.name for t in no_seeds.data)
+
+
+DOUBLE_SWEEP = "multirun/2026-02-02/10-00-00"
+
+
+def test_default_curves_are_the_swept_keys(tmp_path: Path) -> None:
+    """Ticking a sweep ``algo.double=true,false seed=0,1,2`` plots two curves, not one."""
+    root = tmp_path / "outputs"
+    ids = []
+    for job, (double, seed) in enumerate((d, s) for d in (True, False) for s in range(3)):
+        name = f"{job}_dqn-CartPole-v1_algo.double_{str(double).lower()}_seed{seed}"
+        offset = 100.0 if double else 0.0
+        evals = [10.0 + seed, 100.0 + offset + seed, 200.0 + offset + seed]
+        write_run(root / DOUBLE_SWEEP / name, algo="dqn", seed=seed, lr=1e-3, evals=evals,
+                  double=double)  # fmt: skip
+        ids.append(f"{DOUBLE_SWEEP}/{name}")
+    index = RunIndex(root, reps=100)
+    index.refresh()
+    grouping = index.grouping(ids)
+    assert grouping.default and grouping.shown == ("algo.double",)
+    groups = index.curves(ids, metric="eval/return_mean")
+    assert [g.label for g in groups] == ["algo.double=false", "algo.double=true"]
+    for group, offset in zip(groups, (0.0, 100.0), strict=True):
+        assert sorted(seed for _, seed, _, _ in group.runs) == [0, 1, 2]
+        assert group.center is not None
+        np.testing.assert_allclose(group.center, [11.0, 101.0 + offset, 201.0 + offset])
+    names = {t.name for t in figure(groups, metric="eval/return_mean").data}
+    assert {"algo.double=false IQM (n=3)", "algo.double=true IQM (n=3)"} <= names
+    # keys named in the page (or by --group-by) win: one curve over the six runs
+    (merged,) = index.curves(ids, metric="eval/return_mean", keys=["algo.name"])
+    assert merged.label == "dqn" and len(merged.runs) == 6
+    (one,) = index.curves(ids[:1], metric="eval/return_mean", keys=["algo.double", "algo.lr"])
+    assert one.label == "algo.double=true, algo.lr=0.001"
+
+
+def test_cli_group_by_sets_the_initial_keys(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dash import Dash
+
+    apps: list[Dash] = []
+    monkeypatch.setattr(Dash, "run", lambda self, **kw: apps.append(self))
+
+    def group_keys(app: Dash) -> Any:
+        box = next(c for c in app.layout._traverse() if getattr(c, "id", None) == "group-keys")
+        return box.value
+
+    assert main([str(outputs), "--refresh", "0"]) == 0
+    assert group_keys(apps[-1]) == []  # empty: the keys that differ between ticked runs
+    assert main([str(outputs), "--refresh", "0", "--group-by", "algo.lr, seed"]) == 0
+    assert group_keys(apps[-1]) == ["algo.lr", "seed"]
+    assert main([str(outputs), "--group-by", ","]) == 2
 
 
 def test_media_route_serves_listed_videos_only(outputs: Path) -> None:

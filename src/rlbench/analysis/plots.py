@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rlbench.analysis.runs import LABEL_SEP
 from rlbench.analysis.stats import (
     METRIC_NAMES,
     IntervalEstimate,
@@ -49,7 +50,6 @@ METRIC_TITLES: Final[Mapping[str, str]] = {
     "optimality_gap": "Optimality gap",
 }
 _MAX_LABEL: Final[int] = 40
-_LABEL_SEP: Final[str] = " | "
 
 
 @dataclass
@@ -88,16 +88,16 @@ def _text(label: str, limit: int = _MAX_LABEL) -> str:
 
 
 def _short_labels(labels: Sequence[str], *, drop: str | None = None) -> list[str]:
-    """Drop ``" | "``-separated parts shared by all labels (or equal to ``drop``), e.g. the env
-    in a per-env panel; a label is never emptied."""
-    parts = [label.split(_LABEL_SEP) for label in labels]
+    """Drop the parts (:data:`~rlbench.analysis.runs.LABEL_SEP`-separated) shared by all
+    labels (or equal to ``drop``), e.g. the env in a per-env panel; a label is never emptied."""
+    parts = [label.split(LABEL_SEP) for label in labels]
     common = set.intersection(*(set(p) for p in parts)) if len(parts) > 1 else set()
     if drop is not None:
         common.add(drop)
     out = []
     for label, pieces in zip(labels, parts, strict=True):
         kept = [piece for piece in pieces if piece not in common]
-        out.append(_LABEL_SEP.join(kept) if kept else label)
+        out.append(LABEL_SEP.join(kept) if kept else label)
     return out
 
 

@@ -7,6 +7,14 @@ Example::
 writes ``summary.csv``, ``probability_of_improvement.csv``, ``runs.csv``, figures (PNG + PDF)
 and a self-contained ``index.html`` into ``--out`` (default ``<path>/report`` for a single
 directory, else ``./report``).
+
+Without ``--group-by``, runs are grouped by what differs between them: ``algo.name`` (or
+``variant``) and ``env.id``, plus every config key whose value differs across the runs and
+splits them further, apart from ``seed`` and bookkeeping keys (see
+:func:`rlbench.analysis.runs.resolve_grouping`). ``rlbench -m algo.double=true,false
+seed=0,1,2`` thus gives the groups ``algo.double=false`` and ``algo.double=true``, three seeds
+each. Each group's table row also says how its runs were evaluated (``eval policy``: greedy,
+sampled, or mixed; ``results.json``'s ``eval_deterministic``, absent = greedy).
 """
 
 from __future__ import annotations
@@ -39,11 +47,13 @@ from rlbench.analysis.runs import (
     DEFAULT_EXCLUDED_STATUSES,
     AnalysisError,
     ArgumentParser,
+    Grouping,
     Run,
     discover_runs,
+    eval_policy,
     filter_runs,
     group_runs,
-    resolve_group_keys,
+    resolve_grouping,
 )
 from rlbench.analysis.stats import (
     METRIC_NAMES,
@@ -75,7 +85,8 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 PROG: Final[str] = "rlbench-report"
-_LABEL_SEP: Final[str] = " | "
+#: A group's ``eval policy`` when its runs disagree.
+MIXED_POLICY: Final[str] = "mixed"
 
 
 # ----------------------------------------------------------------------------- data model
@@ -96,6 +107,7 @@ class RunRecord:
     raw_score: float | None
     score_source: str
     normalizer: ScoreNormalizer
+    eval_policy: str = "greedy"
     used: bool = False
     note: str = ""
 
@@ -117,6 +129,8 @@ class GroupResult:
         raw_scores: Same shape, raw scores.
         tasks: Env ids in column order.
         estimates: ``{metric: IntervalEstimate}`` over ``scores`` (empty without runs).
+        eval_policy: ``greedy``, ``sampled`` or ``mixed``: how the runs in the statistics
+            (all of the group's runs when none is) were evaluated.
     """
 
     key: tuple[str, ...]
@@ -128,6 +142,7 @@ class GroupResult:
     normalization: str
     dropped: dict[str, int] = field(default_factory=dict)
     estimates: dict[str, IntervalEstimate] = field(default_factory=dict)
+    eval_policy: str = "greedy"
 
     @property
     def n_runs(self) -> int:
@@ -139,6 +154,7 @@ class GroupResult:
 class Analysis:
     """Everything a report shows; built by :func:`analyze`."""
 
+    grouping: Grouping
     group_keys: list[str]
     records: list[RunRecord]
     groups: list[GroupResult]
@@ -162,8 +178,10 @@ class Analysis:
 
 
 # ------------------------------------------------------------------------------- analysis
-def _group_label(key: tuple[str, ...]) -> str:
-    return _LABEL_SEP.join(key)
+def _policy_of(records: Sequence[RunRecord]) -> str:
+    used = [r for r in records if r.used] or list(records)
+    policies = sorted({r.eval_policy for r in used})
+    return policies[0] if len(policies) == 1 else MIXED_POLICY
 
 
 def _normalization_kind(normalizers: Sequence[ScoreNormalizer]) -> str:
@@ -172,7 +190,7 @@ def _normalization_kind(normalizers: Sequence[ScoreNormalizer]) -> str:
 
 
 def _build_records(
-    groups: Mapping[tuple[str, ...], list[Run]], excluded: Collection[str]
+    groups: Mapping[tuple[str, ...], list[Run]], excluded: Collection[str], grouping: Grouping
 ) -> list[RunRecord]:
     records: list[RunRecord] = []
     for key, members in groups.items():
@@ -181,13 +199,14 @@ def _build_records(
             record = RunRecord(
                 run=run,
                 group=key,
-                label=_group_label(key),
+                label=grouping.label(key),
                 env=run.env_id,
                 seed=run.seed,
                 status=run.status,
                 raw_score=score,
                 score_source=source,
                 normalizer=normalizer_for_config(run.config),
+                eval_policy=eval_policy(run),
             )
             if record.status in excluded:
                 record.note = f"excluded: status {record.status}"
@@ -206,16 +225,23 @@ def _build_records(
 
 
 def _group_result(
-    key: tuple[str, ...], records: list[RunRecord], *, reps: int, seed: int, confidence: float
+    key: tuple[str, ...],
+    label: str,
+    records: list[RunRecord],
+    *,
+    reps: int,
+    seed: int,
+    confidence: float,
 ) -> GroupResult:
-    label = _group_label(key)
     candidates = [r for r in records if r.used]
     by_task: dict[str, list[RunRecord]] = {}
     for record in candidates:
         by_task.setdefault(record.env, []).append(record)
     if not by_task:
         empty = np.zeros((0, 0), dtype=np.float64)
-        return GroupResult(key, label, [], empty, empty.copy(), records, "n/a")
+        return GroupResult(
+            key, label, [], empty, empty.copy(), records, "n/a", eval_policy=_policy_of(records)
+        )
     norm_scores = {t: [float(r.norm_score or 0.0) for r in rs] for t, rs in by_task.items()}
     matrix, tasks, dropped = stack_task_scores(norm_scores, on_unequal="drop")
     n_keep = matrix.shape[0]
@@ -237,6 +263,7 @@ def _group_result(
         records=records,
         normalization=_normalization_kind([r.normalizer for r in used]),
         dropped=dropped,
+        eval_policy=_policy_of(records),
     )
     result.estimates = interval_estimates(
         {label: matrix}, reps=reps, seed=seed, confidence=confidence
@@ -290,8 +317,8 @@ def analyze(
 
     Args:
         runs: Runs to analyse (already filtered).
-        group_keys: Dotted config keys; ``None`` for the defaults (see
-            :func:`rlbench.analysis.runs.resolve_group_keys`).
+        group_keys: Dotted config keys; ``None`` for the default rule, the keys that differ
+            across the runs (see :func:`rlbench.analysis.runs.resolve_grouping`).
         exclude_statuses: ``results.json`` statuses left out of statistics (still listed).
         reps: Bootstrap replications for every CI.
         seed: Seed of every bootstrap (results are deterministic given ``seed``/``reps``).
@@ -303,16 +330,19 @@ def analyze(
     """
     if not runs:
         raise AnalysisError("no runs to analyse")
-    keys = resolve_group_keys(runs, group_keys)
+    grouping = resolve_grouping(runs, group_keys)
+    keys = list(grouping.keys)
     groups = group_runs(runs, keys)
-    records = _build_records(groups, set(exclude_statuses))
+    records = _build_records(groups, set(exclude_statuses), grouping)
     notes: list[str] = []
 
     group_results: list[GroupResult] = []
     for key in groups:
         members = [r for r in records if r.group == key]
         group_results.append(
-            _group_result(key, members, reps=reps, seed=seed, confidence=confidence)
+            _group_result(
+                key, grouping.label(key), members, reps=reps, seed=seed, confidence=confidence
+            )
         )
 
     normalizers: dict[str, ScoreNormalizer] = {}
@@ -354,6 +384,22 @@ def analyze(
         for task, seeds in seeds_by_task.items():
             if len(set(seeds)) < len(seeds):
                 notes.append(f"group {res.label}: duplicate seeds on {task}")
+        if res.eval_policy == MIXED_POLICY:
+            notes.append(
+                f"group {res.label} mixes greedy and sampled evaluations "
+                "(results.json eval_deterministic); its scores measure two different policies"
+            )
+    policies = {g.eval_policy for g in group_results if g.tasks}
+    if len(policies) > 1:
+        by_policy = {
+            policy: ", ".join(g.label for g in group_results if g.tasks and g.eval_policy == policy)
+            for policy in sorted(policies)
+        }
+        notes.append(
+            "groups differ in evaluation policy ("
+            + "; ".join(f"{policy}: {labels}" for policy, labels in by_policy.items())
+            + "): compare their scores with care"
+        )
     notes = list(dict.fromkeys(notes))
 
     active = [g for g in group_results if g.tasks]
@@ -415,6 +461,7 @@ def analyze(
         normalized_panels.append(panel)
 
     return Analysis(
+        grouping=grouping,
         group_keys=keys,
         records=records,
         groups=group_results,
@@ -425,7 +472,13 @@ def analyze(
         normalizers=dict(sorted(normalizers.items())),
         notes=notes,
         settings={
-            "group by": ", ".join(keys),
+            "group by": ", ".join(keys)
+            + (
+                " (default: algo or variant, env, and the config keys that differ across "
+                "the runs, apart from seed)"
+                if grouping.default
+                else " (--group-by)"
+            ),
             "bootstrap reps": str(reps),
             "seed": str(seed),
             "confidence": f"{confidence:g}",
@@ -449,8 +502,10 @@ def _num(value: float | None, digits: int = 4) -> str:
 def _summary_rows(analysis: Analysis) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for res in analysis.groups:
-        row: dict[str, Any] = dict(zip(analysis.group_keys, res.key, strict=True))
+        row: dict[str, Any] = {"group": res.label}
+        row.update(zip(analysis.group_keys, res.key, strict=True))
         row.update(
+            eval_policy=res.eval_policy,
             envs=";".join(res.tasks),
             n_tasks=len(res.tasks),
             n_runs=res.n_runs,
@@ -515,6 +570,7 @@ def _run_rows(analysis: Analysis) -> list[dict[str, Any]]:
             "env": r.env,
             "seed": "" if r.seed is None else r.seed,
             "status": r.status,
+            "eval_policy": r.eval_policy,
             "final_score": "" if r.raw_score is None else r.raw_score,
             "normalized_score": "" if r.norm_score is None else r.norm_score,
             "score_source": r.score_source,
@@ -600,7 +656,11 @@ def _html(
     parts.append(_table(["setting", "value"], settings))
     parts.append(
         "<p>Final score per run: <code>eval_return_mean</code> from <code>results.json</code>, "
-        "else the last logged <code>eval/return_mean</code>. Aggregates use rliable "
+        "else the last logged <code>eval/return_mean</code>. <em>eval policy</em>: "
+        "<code>greedy</code> when the runs evaluated their deterministic policy (greedy "
+        "action, or the distribution's mode), <code>sampled</code> when they sampled actions "
+        "from it (<code>eval_deterministic</code> in <code>results.json</code>; runs without "
+        "it count as greedy), <code>mixed</code> when a group has both. Aggregates use rliable "
         "(stratified bootstrap over runs, percentile CIs); IQM = 25% trimmed mean over all "
         "runs and tasks of a group. Optimality gap uses threshold 1 (meaningful for "
         "normalized scores).</p>"
@@ -611,14 +671,21 @@ def _html(
         parts.append("</ul>")
 
     parts.append("<h2>Summary</h2>")
-    cols = [*analysis.group_keys, "envs", "runs", "normalization"]
+    cols = ["group", *analysis.group_keys, "envs", "runs", "eval policy", "normalization"]
     for metric in METRIC_NAMES:
         cols.append(
             f"{metric} [95% CI]" if analysis.settings["confidence"] == "0.95" else f"{metric} [CI]"
         )
     rows: list[list[Any]] = []
     for res in analysis.groups:
-        row: list[Any] = [*res.key, ", ".join(res.tasks), res.n_runs, res.normalization]
+        row: list[Any] = [
+            res.label,
+            *res.key,
+            ", ".join(res.tasks),
+            res.n_runs,
+            res.eval_policy,
+            res.normalization,
+        ]
         for metric in METRIC_NAMES:
             est = res.estimates.get(metric)
             row.append(f"{_num(est.point)} [{_num(est.lo)}, {_num(est.hi)}]" if est else "")
@@ -709,6 +776,7 @@ def _html(
         "env",
         "seed",
         "status",
+        "eval_policy",
         "final_score",
         "normalized_score",
         "score_source",
@@ -752,7 +820,9 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = _summary_rows(analysis)
     summary_cols = [
+        "group",
         *analysis.group_keys,
+        "eval_policy",
         "envs",
         "n_tasks",
         "n_runs",
@@ -844,8 +914,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--group-by",
         default=None,
-        help="comma-separated config keys (default: algo.name,env.id; "
-        "variant,env.id when runs set `variant`)",
+        help="comma-separated config keys (default: algo.name, or variant when runs set "
+        "one, and env.id, plus every config key whose value differs across the runs, apart "
+        "from seed and bookkeeping keys such as resume, tags, logger.*, video.*, paths)",
     )
     parser.add_argument(
         "--filter",

@@ -6,6 +6,11 @@ stratified-bootstrap band (rliable, via :mod:`rlbench.analysis`) and each seed's
 shows the config keys that differ between the ticked runs, and plays their eval videos
 (``videos/*.mp4``). The page rescans the outputs dir every ``--refresh`` seconds, so curves
 grow while runs are still writing.
+
+Curves group the ticked runs by what differs between them, as ``rlbench-report`` does: the
+config keys whose values differ, apart from ``seed`` and bookkeeping keys (ticking a sweep
+``algo.double=true,false seed=0,1,2`` gives two curves, ``algo.double=false`` and
+``algo.double=true``). The "group by" box (initially ``--group-by``) names keys instead.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ MEDIA_ROUTE: Final[str] = "/rlbench-media"
 _PALETTE: Final[tuple[str, ...]] = tuple(qualitative.D3)
 _PANEL_HEIGHT: Final[int] = 380
 _MAX_VIDEOS_PER_RUN: Final[int] = 3
-_DEFAULT_KEYS: Final[tuple[str, ...]] = ("algo.name",)
+_AUTO_KEYS_HINT: Final[str] = "group by: the keys that differ (default)"
 _SHOW_SEEDS: Final[str] = "seeds"
 _SHOW_IQM: Final[str] = "iqm"
 
@@ -253,7 +258,7 @@ def _videos(index: RunIndex, ids: Sequence[str]) -> Any:
     return blocks
 
 
-def _layout(index: RunIndex, *, refresh_s: float) -> html.Div:
+def _layout(index: RunIndex, *, refresh_s: float, group_by: Sequence[str]) -> html.Div:
     filters = [
         dcc.Dropdown(
             id=f"filter-{key}",
@@ -305,9 +310,10 @@ def _layout(index: RunIndex, *, refresh_s: float) -> html.Div:
                     html.Label("group by"),
                     dcc.Dropdown(
                         id="group-keys",
-                        options=[{"label": k, "value": k} for k in _DEFAULT_KEYS],
-                        value=list(_DEFAULT_KEYS),
+                        options=[{"label": k, "value": k} for k in group_by],
+                        value=list(group_by),
                         multi=True,
+                        placeholder=_AUTO_KEYS_HINT,
                         style={"minWidth": "280px", "flex": "1"},
                     ),
                     dcc.Checklist(
@@ -350,12 +356,13 @@ def _selected_ids(selected_rows: Any) -> list[str]:
     return [str(r["id"]) for r in selected_rows or [] if isinstance(r, Mapping) and "id" in r]
 
 
-def create_app(index: RunIndex, *, refresh_s: float = 5.0) -> Dash:
+def create_app(index: RunIndex, *, refresh_s: float = 5.0, group_by: Sequence[str] = ()) -> Dash:
     """The Dash app over ``index`` (scans it once now, then every ``refresh_s`` seconds from
-    the page; ``refresh_s <= 0`` disables live refresh)."""
+    the page; ``refresh_s <= 0`` disables live refresh). Curves group runs by ``group_by``
+    when given, else by the config keys that differ between the ticked runs."""
     index.refresh()
     app = Dash(__name__, title=PROG, update_title="")
-    app.layout = _layout(index, refresh_s=refresh_s)
+    app.layout = _layout(index, refresh_s=refresh_s, group_by=list(group_by))
     filter_inputs = [Input(f"filter-{key}", "value") for key in FILTER_KEYS]
 
     @app.server.route(f"{MEDIA_ROUTE}/<token>/<name>")
@@ -444,7 +451,7 @@ def create_app(index: RunIndex, *, refresh_s: float = 5.0) -> Dash:
         flat = [flatten_config(e.run.config) for e in index.select(ids)]
         all_keys: list[str] = sorted(set().union(*flat)) if flat else []
         varying = [k for k in all_keys if len({f.get(k) for f in flat}) > 1]
-        key_options = list(dict.fromkeys([*_DEFAULT_KEYS, *(keys or []), *varying, *all_keys]))
+        key_options = list(dict.fromkeys([*(keys or []), *varying, *all_keys]))
         return metrics, value, key_options
 
     @app.callback(
@@ -461,7 +468,8 @@ def create_app(index: RunIndex, *, refresh_s: float = 5.0) -> Dash:
     def view(selected: Any, _version: Any, metric: Any, keys: Any, options: Any) -> tuple[Any, ...]:
         ids = [i for i in selected or [] if index.get(i) is not None]
         metric = metric or default_metric(index.metrics(ids))
-        groups = index.curves(ids, metric=metric, keys=list(keys or []))
+        grouping = index.grouping(ids, keys or None)
+        groups = index.curves(ids, metric=metric, keys=keys or None)
         fig = figure(
             groups,
             metric=metric,
@@ -470,6 +478,9 @@ def create_app(index: RunIndex, *, refresh_s: float = 5.0) -> Dash:
             confidence=index.confidence,
         )
         line = f"{len(ids)} ticked" if ids else "no runs ticked"
+        if ids:
+            named = ", ".join(grouping.shown) or "nothing"
+            line += f"; curves named by {named}" + (" (default)" if grouping.default else "")
         return fig, _diff_table(index, ids), _videos(index, ids), line
 
     return app
@@ -495,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--reps", type=int, default=1000, help="bootstrap replications (default: %(default)s)"
     )
     parser.add_argument(
+        "--group-by",
+        default=None,
+        help="comma-separated config keys the curves group runs by (default: the keys whose "
+        "values differ between the ticked runs, apart from seed; the page can change it)",
+    )
+    parser.add_argument(
         "--running-window",
         type=float,
         default=120.0,
@@ -516,8 +533,11 @@ def main(argv: list[str] | None = None) -> int:
             raise AnalysisError(f"--reps={args.reps}: must be >= 1")
         if args.refresh < 0 or args.running_window < 0:
             raise AnalysisError("--refresh and --running-window must be >= 0")
+        group_by = [k.strip() for k in (args.group_by or "").split(",") if k.strip()]
+        if args.group_by is not None and not group_by:
+            raise AnalysisError("--group-by: no keys given")
         index = RunIndex(args.outputs, reps=args.reps, running_window_s=args.running_window)
-        app = create_app(index, refresh_s=args.refresh)
+        app = create_app(index, refresh_s=args.refresh, group_by=group_by)
         print(
             f"{PROG}: {len(index.entries())} runs under {args.outputs}; "
             f"open http://{HOST}:{args.port}/ (Ctrl-C to stop)",

@@ -25,12 +25,16 @@ import numpy.typing as npt
 from rlbench.analysis.runs import (
     EVAL_METRIC,
     AnalysisError,
+    Grouping,
     Run,
     config_value,
     find_run_dirs,
     format_value,
+    group_value,
     load_run,
+    resolve_grouping,
 )
+from rlbench.analysis.runs import group_label as _group_label
 from rlbench.analysis.stats import align_curves, iqm_curve
 
 __all__ = [
@@ -230,11 +234,9 @@ def config_diff(configs: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, lis
 
 
 def group_label(run: Run, keys: Sequence[str]) -> str:
-    """Legend label of a run: its values of ``keys`` joined by ``" | "`` (``"all"`` without
-    keys)."""
-    if not keys:
-        return "all"
-    return " | ".join(format_value(config_value(run, k)) for k in keys)
+    """Legend label of a run under explicit ``keys``: ``key=value`` parts (the bare value for
+    ``algo.name``, ``variant``, ``env.id``) joined by ``", "``; ``"all"`` without keys."""
+    return _group_label(run, keys)
 
 
 @dataclass
@@ -401,20 +403,37 @@ class RunIndex:
             names.update(c for c in entry.run.metrics.columns if c != "env_step")
         return sorted(names, key=lambda n: (not n.startswith("eval/"), n))
 
-    def curves(self, ids: Sequence[str], *, metric: str, keys: Sequence[str]) -> list[CurveGroup]:
+    def grouping(self, ids: Sequence[str], keys: Sequence[str] | None = None) -> Grouping:
+        """How :meth:`curves` groups the runs ``ids``: by ``keys`` when given (non-empty),
+        else by what differs between those runs, as ``rlbench-report`` does
+        (:func:`rlbench.analysis.runs.resolve_grouping`). Labels leave out ``env.id``: each
+        env is a panel of its own."""
+        runs = [entry.run for entry in self.select(ids)]
+        return resolve_grouping(runs, list(keys) if keys else None, validate=False).hiding("env.id")
+
+    def curves(
+        self, ids: Sequence[str], *, metric: str, keys: Sequence[str] | None = None
+    ) -> list[CurveGroup]:
         """Curves of the selected runs, one :class:`CurveGroup` per (env, label), sorted.
+
+        Runs are grouped by ``keys``, or without them (``None`` or empty) by the config keys
+        that differ between the selected runs, apart from ``seed`` (see :meth:`grouping`):
+        ticking a sweep ``algo.double=true,false seed=0,1,2`` gives the curves
+        ``algo.double=false`` and ``algo.double=true``.
 
         Per group: every run's logged ``metric`` against env steps and, with two or more runs,
         the IQM over runs with a ``confidence`` stratified-bootstrap band (rliable via
         :func:`rlbench.analysis.stats.iqm_curve`) on the steps all of them reached (a run
         still writing limits the aggregate to its last logged step; no extrapolation).
         """
+        grouping = self.grouping(ids, keys)
         groups: dict[tuple[str, str], CurveGroup] = {}
         for entry in self.select(ids):
             steps, values = entry.run.eval_curve(metric)
             if steps.size == 0:
                 continue
-            key = (entry.env, group_label(entry.run, keys))
+            label = grouping.label([group_value(entry.run, k) for k in grouping.keys])
+            key = (entry.env, label)
             group = groups.setdefault(key, CurveGroup(env=key[0], label=key[1], runs=[]))
             group.runs.append((entry.id, entry.run.seed, steps, values))
         for group in groups.values():
