@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -72,29 +73,95 @@ def resume_in_process(run_dir: Path, overrides: list[str]) -> dict[str, object]:
     return train(cfg, run_dir=run_dir)
 
 
-def assert_learns(run_dir: Path, overrides: list[str], *, threshold: float, within: int) -> None:
-    """Train ``overrides`` for at most ``within`` env steps, stopping at the first evaluation
-    whose mean return reaches ``threshold``; assert that it did, and within the budget."""
+class StopWhenLearned:
+    """Stop training once the last ``last`` evaluations all reached ``threshold``
+    (``trainer.stop_at_eval_return`` stops at the first one, which says nothing about the
+    policy after it). The logic only: ``stop_when_learned`` makes it a Lightning callback
+    (importing Lightning here would slow every test's start). Appended after rlbench's own
+    callbacks, it sees an evaluation in the batch-end hook that ran it."""
+
+    def __init__(self, threshold: float, *, last: int = 2) -> None:
+        self.threshold, self.last = threshold, last
+        self.seen: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        evaluator = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EvalCallback")
+        if evaluator.last is None or evaluator.last_eval_step < 0:
+            return
+        step = int(evaluator.last_eval_step)
+        if self.seen and self.seen[-1][0] == step:
+            return
+        self.seen.append((step, float(evaluator.last["eval/return_mean"])))
+        tail = self.seen[-self.last :]
+        if len(tail) == self.last and all(r >= self.threshold for _, r in tail):
+            trainer.should_stop = True
+
+
+def stop_when_learned(threshold: float, *, last: int = 2) -> Any:
+    """A ``StopWhenLearned`` that is a ``lightning.Callback``."""
+    import lightning as L
+
+    cls = type("StopWhenLearnedCallback", (StopWhenLearned, L.Callback), {})
+    return cls(threshold, last=last)
+
+
+def read_evals(run_dir: Path) -> list[tuple[int, float]]:
+    """``(env_step, eval/return_mean)`` of every evaluation in ``run_dir/metrics.csv``."""
     import csv
 
-    results = train_in_process(
-        run_dir,
-        [
-            *overrides,
-            f"total_env_steps={within}",
-            "trainer.progress_bar=false",
-            "logger=csv",
-            f"trainer.stop_at_eval_return={threshold}",
-        ],
-    )
     with (run_dir / "metrics.csv").open(newline="") as f:
-        evals = [
+        return [
             (int(r["env_step"]), float(r["eval/return_mean"]))
             for r in csv.DictReader(f)
             if r.get("eval/return_mean")
         ]
-    best_step, best = max(evals, key=lambda e: (e[1], -e[0]))
-    assert best >= threshold, evals
-    assert best_step <= within
-    assert results["status"] == "completed"
-    assert float(results["eval_return_mean"]) >= threshold  # type: ignore[arg-type]
+
+
+def judge_learning(
+    evals: list[tuple[int, float]],
+    results: dict[str, object],
+    *,
+    threshold: float,
+    last: int = 2,
+) -> None:
+    """The policy at the end learned: the last ``last`` evaluations (the final one is the
+    final weights') reached ``threshold``, and the run completed with that final one as
+    its result. The best evaluation on the way counts for nothing."""
+    assert results["status"] == "completed", results
+    assert len(evals) >= last, f"{len(evals)} evaluations, need at least {last}: {evals}"
+    steps = [s for s, _ in evals]
+    assert steps == sorted(set(steps)), f"evaluation steps not increasing: {evals}"
+    tail = evals[-last:]
+    assert all(r >= threshold for _, r in tail), (
+        f"last {last} evaluations {tail} not all >= {threshold}; all: {evals}"
+    )
+    assert results["eval_return_mean"] == pytest.approx(evals[-1][1], rel=1e-6), (results, evals)
+
+
+def assert_learns(run_dir: Path, overrides: list[str], *, threshold: float, within: int) -> None:
+    """Train ``overrides`` for at most ``within`` env steps, stopping early once two
+    evaluations in a row reach ``threshold``; assert that the run ends with two such
+    evaluations (``judge_learning``)."""
+    import rlbench.cli
+
+    build = rlbench.cli.build
+
+    def build_stopping_when_learned(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+        module, datamodule, trainer = build(*args, **kwargs)
+        trainer.callbacks.append(stop_when_learned(threshold))
+        return module, datamodule, trainer
+
+    rlbench.cli.build = build_stopping_when_learned  # type: ignore[assignment]
+    try:
+        results = train_in_process(
+            run_dir,
+            [
+                *overrides,
+                f"total_env_steps={within}",
+                "trainer.progress_bar=false",
+                "logger=csv",
+            ],
+        )
+    finally:
+        rlbench.cli.build = build  # type: ignore[assignment]
+    judge_learning(read_evals(run_dir), results, threshold=threshold)

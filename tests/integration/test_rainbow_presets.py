@@ -164,8 +164,6 @@ def test_rainbow_cartpole_preset_runs(tmp_path: Path) -> None:
     ],
 )
 def test_env_family_presets_compose(experiment: str, env: str, expected: dict[str, Any]) -> None:
-    if not (CONF / "env" / f"{env}.yaml").is_file():
-        pytest.skip(f"env={env} is not in conf/env yet")
     cfg = compose_cfg([f"experiment={experiment}"])
     assert cfg.env.name == env and cfg.algo.name == "rainbow"
     assert cfg.algo.distributional and cfg.network.dueling and cfg.algo.double
@@ -207,8 +205,6 @@ FULL = {
 
 
 def test_ablation_sweeps_every_variant_over_seeds() -> None:
-    if not (CONF / "env" / "minatar_breakout.yaml").is_file():
-        pytest.skip("env=minatar_breakout is not in conf/env yet")
     sweep = OmegaConf.load(CONF / "experiment" / "rainbow_ablation.yaml").hydra.sweeper.params
     assert sweep.variant.split(",") == list(ABLATION)
     assert sweep.seed == "0,1,2"
@@ -227,8 +223,6 @@ def test_unknown_ablation_variant_is_a_one_line_config_error(tmp_path: Path) -> 
 
 def test_ablation_multirun_tags_runs_with_their_variant(tmp_path: Path) -> None:
     """The real ``rlbench -m experiment=rainbow_ablation`` on CartPole (three variants)."""
-    if not (CONF / "env" / "minatar_breakout.yaml").is_file():
-        pytest.skip("env=minatar_breakout is not in conf/env yet")
     from rlbench.analysis.runs import discover_runs, group_runs
 
     proc = run_cli(

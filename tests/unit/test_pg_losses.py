@@ -102,6 +102,87 @@ def test_gae_with_lambda_one_gives_bootstrapped_returns_to_go() -> None:
     torch.testing.assert_close(ret, expected)
 
 
+def reference_gae(
+    rewards: list[list[float]],
+    values: list[list[float]],
+    next_values: list[list[float]],
+    terminated: list[list[bool]],
+    truncated: list[list[bool]],
+    *,
+    gamma: float,
+    lam: float,
+) -> list[list[float]]:
+    """GAE written out per env and step, the textbook way, in plain Python floats."""
+    steps, envs = len(rewards), len(rewards[0])
+    adv = [[0.0] * envs for _ in range(steps)]
+    for i in range(envs):
+        later = 0.0  # A_{t+1} of the same episode
+        for s in reversed(range(steps)):
+            if terminated[s][i]:  # no future after a terminal state
+                delta = rewards[s][i] - values[s][i]
+            else:  # truncated steps bootstrap from their final observation's value
+                delta = rewards[s][i] + gamma * next_values[s][i] - values[s][i]
+            episode_goes_on = not (terminated[s][i] or truncated[s][i]) and s < steps - 1
+            adv[s][i] = delta + (gamma * lam * later if episode_goes_on else 0.0)
+            later = adv[s][i]
+    return adv
+
+
+@pytest.mark.parametrize("autograd", [False, True])  # _reverse_scan's numpy and torch paths
+@pytest.mark.parametrize(("gamma", "lam"), [(0.99, 0.95), (0.9, 0.5), (0.8, 1.0), (0.9, 0.0)])
+def test_gae_matches_a_plain_loop_on_a_random_rollout(
+    gamma: float, lam: float, autograd: bool
+) -> None:
+    """``(T, N) = (64, 8)`` with terminations and truncations (some back to back and some in
+    the last row) against ``reference_gae``."""
+    gen = torch.Generator().manual_seed(7)
+    steps, envs = 64, 8
+    rewards = torch.randn(steps, envs, generator=gen, dtype=torch.float64)
+    values = torch.randn(steps, envs, generator=gen, dtype=torch.float64)
+    next_values = torch.randn(steps, envs, generator=gen, dtype=torch.float64)
+    u = torch.rand(steps, envs, generator=gen)
+    terminated, truncated = u < 0.08, (u >= 0.08) & (u < 0.14)
+    terminated[-1, 0], truncated[-1, 1] = True, True
+    terminated[10:12, 2] = True
+    truncated[20:22, 3] = True
+    assert terminated.sum() > 20 and truncated.sum() > 15
+    dones = terminated | truncated
+    adv, ret = gae(
+        rewards=rewards.requires_grad_(autograd),
+        values=values,
+        next_values=next_values,
+        terminated=terminated.double(),
+        dones=dones.double(),
+        gamma=gamma,
+        lam=lam,
+    )
+    expected = torch.tensor(
+        reference_gae(
+            rewards.tolist(),
+            values.tolist(),
+            next_values.tolist(),
+            terminated.tolist(),
+            truncated.tolist(),
+            gamma=gamma,
+            lam=lam,
+        ),
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(adv.detach(), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ret.detach(), expected + values, rtol=1e-12, atol=1e-12)
+    # float32, as the rollout DataModule calls it
+    adv32, _ = gae(
+        rewards=rewards.detach().float(),
+        values=values.float(),
+        next_values=next_values.float(),
+        terminated=terminated.float(),
+        dones=dones.float(),
+        gamma=gamma,
+        lam=lam,
+    )
+    torch.testing.assert_close(adv32, expected.float(), rtol=1e-5, atol=1e-5)
+
+
 def test_rloo_baseline_is_mean_of_the_others() -> None:
     base = rloo_baseline(t([1, 2, 3, 6], [0, 0, 4, 4]))
     torch.testing.assert_close(base, t([11 / 3, 10 / 3, 3, 2], [8 / 3, 8 / 3, 4 / 3, 4 / 3]))

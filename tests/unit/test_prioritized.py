@@ -162,6 +162,34 @@ def test_importance_weights_hand_case() -> None:
     assert batch["weights"].dtype == np.float32
 
 
+def test_importance_weights_are_normalized_by_the_batch_maximum_not_the_global_one() -> None:
+    """Six slots, the one with the smallest priority (the largest weight in the buffer) not
+    drawn: the batch's largest weight gets 1, not (N P_min)^-beta."""
+    buf = make(alpha=0.6, beta0=0.4, beta_steps=10, seed=0)
+    stream = Stream(buf)
+    no = np.zeros(1, dtype=np.bool_)
+    for _ in range(6):
+        stream.step(no, no)
+    deltas = np.array([0.01, 1.0, 2.0, 3.0, 5.0, 8.0])
+    buf.update(np.arange(6), deltas)
+    p = (deltas + buf.priority_eps) ** 0.6  # by hand, and what the sum tree holds
+    np.testing.assert_allclose(buf.tree.leaves[:6], p, rtol=1e-12)
+    assert buf.tree.total == pytest.approx(p.sum(), rel=1e-12)
+    beta = 0.4 + 0.6 * 6 / 10  # 6 env steps of 10
+    assert buf.beta() == pytest.approx(beta)
+    batch = buf.sample(4, n_step=1, gamma=GAMMA)
+    idx = batch["indices"]
+    assert 0 not in idx and len(set(idx.tolist())) > 1  # the case this test is about
+    n = buf.num_sampleable()
+    assert n == 6
+    w_all = (n * p / p.sum()) ** -beta  # (N P(i))^-beta of every slot
+    expected = w_all[idx] / w_all[idx].max()
+    np.testing.assert_allclose(batch["weights"], expected, rtol=1e-6)
+    assert batch["weights"].max() == 1.0
+    # normalized by the global maximum (slot 0's weight) every weight would be far below
+    assert (w_all[idx] / w_all.max()).max() < 0.2
+
+
 def test_beta_anneals_linearly_to_one_over_env_steps() -> None:
     buf = make(num_envs=2, capacity=40, beta0=0.4, beta_steps=10)
     stream = Stream(buf)
