@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib.util
 import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -29,7 +31,18 @@ from omegaconf import DictConfig, OmegaConf
 from rlbench.config import register_configs, validate
 from rlbench.errors import CheckpointError, ConfigError, NonFiniteLossError, RLBenchError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def find_conf_dir() -> Path:
+    """The folder of ``train.yaml`` and the group folders: ``rlbench.conf``, which is the
+    top-level ``conf/`` of a checkout (editable install) or its copy in an installed wheel;
+    ``conf/`` beside ``src/`` when the package is imported from a bare checkout."""
+    spec = importlib.util.find_spec("rlbench.conf")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+CONF_DIR = find_conf_dir()
 GROUPS = ("algo", "env", "network", "buffer", "sampler", "trainer", "logger", "experiment")
 
 register_configs()
@@ -130,13 +143,29 @@ def _instantiate(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-def datamodule_name(cfg: DictConfig) -> str:
-    """The DataModule class an algorithm streams from (also its key in checkpoints):
-    ``RolloutDataModule`` where the algorithm class says ``data_path = "rollout"``."""
+def algo_parts(module_cls: type, cfg: DictConfig) -> dict[str, Any]:
+    """The shared config groups an algorithm's constructor asks for by name: ``network``
+    (the encoder partial, its Q-head options kept on it) and ``sampler`` (Q-learning's
+    action sampler). An algorithm without such a parameter does not get the group."""
+    import inspect
+
+    from rlbench.networks.heads import split_head_options
+
+    params = inspect.signature(module_cls).parameters
+    parts: dict[str, Any] = {}
+    if "network" in params:  # the head options ride on the partial, not into the encoder
+        parts["network"], _ = split_head_options(_instantiate(cfg.network, _convert_="all"))
+    if "sampler" in params:
+        parts["sampler"] = _instantiate(cfg.sampler)
+    return parts
+
+
+def build_module(cfg: DictConfig, env: Any) -> Any:
+    """The algorithm of ``cfg.algo``, built for ``env``'s spaces."""
     module_cls = hydra.utils.get_class(cfg.algo._target_)
-    if getattr(module_cls, "data_path", "replay") == "rollout":
-        return "RolloutDataModule"
-    return "ReplayDataModule"
+    module = _instantiate(cfg.algo, seed=cfg.seed, _convert_="all", **algo_parts(module_cls, cfg))
+    module.build_for(*env.spaces())
+    return module
 
 
 def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[Any, Any, Any]:
@@ -145,9 +174,8 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
     import torch
 
     from rlbench.callbacks import CheckpointCallback, EnvStepProgressBar, EvalCallback, MetricsFlush
-    from rlbench.data import ReplayDataModule
+    from rlbench.data import datamodule_for
     from rlbench.logging import AtomicCheckpointIO, EnvStepCSVLogger
-    from rlbench.networks.heads import split_head_options
 
     quiet_lightning()
     torch.set_num_threads(cfg.trainer.torch_threads)
@@ -159,29 +187,14 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
     L.seed_everything(cfg.seed, workers=False, verbose=False)
 
     env = _instantiate(cfg.env, _convert_="all")
-    extra_args: dict[str, Any] = {}
-    if datamodule_name(cfg) == "RolloutDataModule":  # on-policy: no buffer, no sampler
-        from rlbench.data.rollout import RolloutDataModule
-
-        datamodule: Any = RolloutDataModule(
-            env=env, seed=cfg.seed, total_env_steps=cfg.total_env_steps
-        )
-    else:
-        datamodule = ReplayDataModule(
-            env=env,
-            buffer=_instantiate(cfg.buffer, _convert_="all"),
-            seed=cfg.seed,
-            total_env_steps=cfg.total_env_steps,
-        )
-        extra_args["sampler"] = _instantiate(cfg.sampler)
-    # head options (network.dueling/noisy/sigma0) ride on the partial, not into the encoder
-    encoder, _ = split_head_options(_instantiate(cfg.network, _convert_="all"))
-    module = _instantiate(
-        cfg.algo,
-        network=encoder,
+    module = build_module(cfg, env)
+    # the algorithm's data spec picks the DataModule (and says whether the buffer is used)
+    datamodule = datamodule_for(
+        module,
+        env=env,
+        buffer=_instantiate(cfg.buffer, _convert_="all"),
         seed=cfg.seed,
-        _convert_="all",
-        **extra_args,
+        total_env_steps=cfg.total_env_steps,
     )
 
     csv_logger = EnvStepCSVLogger(run_dir / "metrics.csv")
@@ -204,6 +217,7 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
             episodes=cfg.trainer.eval_episodes,
             seed=cfg.seed,
             stop_at_return=cfg.trainer.stop_at_eval_return,
+            deterministic=cfg.trainer.eval_deterministic,
         ),
         MetricsFlush(every=cfg.trainer.log_every),
         CheckpointCallback(dirpath=run_dir / "checkpoints", every=cfg.trainer.checkpoint_every),
@@ -257,7 +271,9 @@ def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
     if cfg.resume:
         ckpt_path = run_dir / "checkpoints" / "last.ckpt"
         ckpt = load_checkpoint(ckpt_path)
-        data_state = ckpt.get(datamodule_name(cfg))
+        data_state = next(
+            (v for k, v in ckpt.items() if k.endswith("DataModule") and isinstance(v, dict)), None
+        )
         if not isinstance(data_state, dict) or "env_steps" not in data_state:
             raise CheckpointError(f"corrupt checkpoint {ckpt_path}: no data-module state")
         resume_step = int(data_state["env_steps"])
@@ -275,18 +291,58 @@ def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
     ckpt_cb = next(cb for cb in trainer.callbacks if type(cb).__name__ == "CheckpointCallback")
     eval_cb = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EvalCallback")
     last = eval_cb.last or {}
+    stopped_by = {"signal": (ckpt_cb.stop_signal or signal.SIGINT).name}
     return {
         "status": "interrupted" if ckpt_cb.interrupted else "completed",
+        **(stopped_by if ckpt_cb.interrupted else {}),
         "env_steps": datamodule.env_steps,
         "eval_return_mean": last.get("eval/return_mean"),
         "eval_return_std": last.get("eval/return_std"),
         "eval_episodes": int(last.get("eval/episodes", 0)),
+        "eval_deterministic": bool(cfg.trainer.eval_deterministic),
         "wall_time_s": time.time() - start,
     }
 
 
+#: In a submitit job's run dir: the id of the job that started the run (see ``requeued``).
+JOB_ID_FILE = ".submitit_job_id"
+
+
+def submitit_job_id() -> str | None:
+    """This process's submitit job id (stable across requeues), or ``None`` outside one."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().job_id)
+    except Exception:  # no submitit, or an environment it does not know
+        return None
+
+
+def requeued(run_dir: Path, job_id: str | None) -> bool:
+    """Whether this is a requeued submitit job continuing its own run: ``run_dir`` holds a
+    checkpoint of a run this same job (by id) started. A new job in a dir that holds a run
+    is refused as outside submitit."""
+    if job_id is None or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return False
+    try:
+        return (run_dir / JOB_ID_FILE).read_text().strip() == job_id
+    except OSError:
+        return False
+
+
+def _saved_status(run_dir: Path) -> str | None:
+    try:
+        return str(json.loads((run_dir / "results.json").read_text())["status"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run(cfg: DictConfig) -> int:
-    """Run the composed config in Hydra's output dir; returns a process exit code."""
+    """Run the composed config in Hydra's output dir; returns a process exit code: 0, 1
+    (failed), 2 (config or checkpoint error), 128 + the signal that interrupted the run
+    (130 Ctrl-C, 143 SIGTERM)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     start = time.time()
@@ -294,9 +350,17 @@ def run(cfg: DictConfig) -> int:
     keep_results = bool(cfg.resume) or any(
         (run_dir / name).exists() for name in ("results.json", "checkpoints/last.ckpt")
     )
+    job_id = submitit_job_id()
     try:
-        if cfg.resume:
+        if not cfg.resume and requeued(run_dir, job_id):
+            if _saved_status(run_dir) == "completed":  # stopped after the end: nothing to do
+                return 0
+            log.info("requeued submitit job %s: continuing the run in %s", job_id, run_dir)
+            cfg = resume_config(cfg, run_dir, [])
+        elif cfg.resume:
             cfg = resume_config(cfg, run_dir, list(hc.overrides.task))
+        elif job_id is not None and not (run_dir / "checkpoints" / "last.ckpt").exists():
+            (run_dir / JOB_ID_FILE).write_text(job_id + "\n")
         results = train(cfg, run_dir=run_dir)
     except (ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -314,11 +378,11 @@ def run(cfg: DictConfig) -> int:
     write_results(run_dir, results)
     if results["status"] == "interrupted":
         print(
-            f"interrupted at env step {results['env_steps']}; continue with: "
-            f"rlbench resume={run_dir}",
+            f"interrupted ({results['signal']}) at env step {results['env_steps']}; "
+            f"continue with: rlbench resume={run_dir}",
             file=sys.stderr,
         )
-        return 130
+        return 128 + signal.Signals[results["signal"]]
     log.info("results: %s", json.dumps(results))
     return 0
 
@@ -344,10 +408,26 @@ def finish_wandb(*, exit_code: int) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+def requeue_if_preempted(code: int) -> None:
+    """Hand a submitit job that its preemption signal stopped (``code`` 128 + that signal;
+    checkpoint and ``results.json`` already written) to submitit: the signal goes again,
+    now to submitit's handler, which pickles the job again (hydra-submitit-launcher's
+    ``checkpoint()``: same job, same overrides, same run dir), requeues it and exits. The
+    requeued job continues the run (``requeued``)."""
+    if code <= 128 or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    from rlbench.callbacks.checkpoint import preemption_signal
+
+    sig = preemption_signal()
+    if sig is not None and code == 128 + sig and callable(signal.getsignal(sig)):
+        signal.raise_signal(sig)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> int:
     code = run(cfg)
     finish_wandb(exit_code=code)
+    requeue_if_preempted(code)
     if HydraConfig.get().mode != RunMode.MULTIRUN and code != 0:
         sys.exit(code)
     return code

@@ -35,6 +35,8 @@ class AtariEnvConfig(EnvConfig):
     _target_: str = "rlbench.envs.atari.AtariFactory"
     id: str = "ALE/${.game}"
     name: str = "${.game}"
+    num_envs: int = 8
+    vectorization: str = "native"  # ale-py's own vector env (threads in C++)
     game: str = "breakout"
     frame_skip: int = 4
     frame_stack: int = 4
@@ -199,6 +201,44 @@ class DQNConfig:
 
 
 @dataclass
+class ClippedOptimizerConfig(OptimizerConfig):
+    """An optimizer of a module with several: its own ``lr`` and gradient clipping."""
+
+    lr: float = 3e-4
+    max_grad_norm: float = 0.0  # global-norm clipping of this optimizer's parameters; 0: off
+
+
+@dataclass
+class SACConfig:
+    """``rlbench.algos.sac.SAC``; defaults follow CleanRL's ``sac_continuous_action.py``."""
+
+    _target_: str = "rlbench.algos.sac.SAC"
+    name: str = "sac"
+    gamma: float = 0.99
+    tau: float = 0.005
+    target_update_every: int = 1
+    policy_frequency: int = 2
+    alpha: float = 0.2
+    autotune: bool = True
+    target_entropy: float | None = None  # null: -dim(A)
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    batch_size: int = 256
+    learning_starts: int = 5_000
+    train_every: int = 1
+    gradient_steps: int = 1
+    actor_optimizer: ClippedOptimizerConfig = field(
+        default_factory=lambda: ClippedOptimizerConfig(lr=3e-4)
+    )
+    critic_optimizer: ClippedOptimizerConfig = field(
+        default_factory=lambda: ClippedOptimizerConfig(lr=1e-3)
+    )
+    alpha_optimizer: ClippedOptimizerConfig = field(
+        default_factory=lambda: ClippedOptimizerConfig(lr=1e-3)
+    )
+
+
+@dataclass
 class PolicyGradientConfig:
     """Keys shared by the on-policy family (``rlbench.algos.reinforce.PolicyGradientModule``)."""
 
@@ -274,6 +314,8 @@ class TrainerConfig:
     progress_bar: bool = True
     torch_threads: int = 1
     stop_at_eval_return: float | None = None
+    # evaluate the deterministic policy (greedy / the mode), or sample from it
+    eval_deterministic: bool = True
 
 
 @dataclass
@@ -333,31 +375,39 @@ class TrainConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas the yaml files in ``conf/`` extend (``<group>/schema_*``)."""
+    """Register the schemas the yaml files in ``conf/`` extend.
+
+    Each is a root config named ``schema_<group>[_<kind>]`` (``schema_algo_dqn``,
+    ``schema_env_atari``; ``schema_train`` for ``train.yaml``), never an option of the group
+    itself, so ``rlbench --help`` and a mistyped ``algo=...`` list only what users can pick.
+    ``conf/<group>/<name>.yaml`` extends one with ``- /schema_<group>_<kind>`` in its defaults
+    list; a root config included from a group file lands in that file's package.
+    """
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(group="env", name="schema", node=EnvConfig)
-    cs.store(group="env", name="schema_atari", node=AtariEnvConfig)
-    cs.store(group="env", name="schema_minatar", node=MinAtarEnvConfig)
-    cs.store(group="env", name="schema_mujoco", node=MuJoCoEnvConfig)
-    cs.store(group="network", name="schema_nature_cnn", node=NatureCNNConfig)
-    cs.store(group="network", name="schema_impala_cnn", node=ImpalaCNNConfig)
-    cs.store(group="network", name="schema_minatar_cnn", node=MinAtarCNNConfig)
-    cs.store(group="network", name="schema_auto", node=AutoNetworkConfig)
-    cs.store(group="network", name="schema_mlp", node=NetworkConfig)
-    cs.store(group="buffer", name="schema_replay", node=BufferConfig)
-    cs.store(group="buffer", name="schema_prioritized", node=PrioritizedBufferConfig)
-    cs.store(group="sampler", name="schema_epsilon_greedy", node=EpsilonGreedyConfig)
-    cs.store(group="sampler", name="schema_greedy", node=GreedyConfig)
-    cs.store(group="sampler", name="schema_boltzmann", node=BoltzmannConfig)
-    cs.store(group="algo", name="schema_dqn", node=DQNConfig)
-    cs.store(group="algo", name="schema_reinforce", node=ReinforceConfig)
-    cs.store(group="algo", name="schema_rloo", node=RLOOConfig)
-    cs.store(group="algo", name="schema_reinforce_pp", node=ReinforcePPConfig)
-    cs.store(group="algo", name="schema_ppo", node=PPOConfig)
-    cs.store(group="trainer", name="schema", node=TrainerConfig)
-    cs.store(group="logger", name="schema", node=LoggerConfig)
-    cs.store(group="logger", name="schema_wandb", node=WandbLoggerConfig)
+    cs.store(name="schema_train", node=TrainConfig)
+    cs.store(name="schema_env", node=EnvConfig)
+    cs.store(name="schema_env_atari", node=AtariEnvConfig)
+    cs.store(name="schema_env_minatar", node=MinAtarEnvConfig)
+    cs.store(name="schema_env_mujoco", node=MuJoCoEnvConfig)
+    cs.store(name="schema_network_nature_cnn", node=NatureCNNConfig)
+    cs.store(name="schema_network_impala_cnn", node=ImpalaCNNConfig)
+    cs.store(name="schema_network_minatar_cnn", node=MinAtarCNNConfig)
+    cs.store(name="schema_network_auto", node=AutoNetworkConfig)
+    cs.store(name="schema_network_mlp", node=NetworkConfig)
+    cs.store(name="schema_buffer_replay", node=BufferConfig)
+    cs.store(name="schema_buffer_prioritized", node=PrioritizedBufferConfig)
+    cs.store(name="schema_sampler_epsilon_greedy", node=EpsilonGreedyConfig)
+    cs.store(name="schema_sampler_greedy", node=GreedyConfig)
+    cs.store(name="schema_sampler_boltzmann", node=BoltzmannConfig)
+    cs.store(name="schema_algo_dqn", node=DQNConfig)
+    cs.store(name="schema_algo_reinforce", node=ReinforceConfig)
+    cs.store(name="schema_algo_rloo", node=RLOOConfig)
+    cs.store(name="schema_algo_reinforce_pp", node=ReinforcePPConfig)
+    cs.store(name="schema_algo_ppo", node=PPOConfig)
+    cs.store(name="schema_algo_sac", node=SACConfig)
+    cs.store(name="schema_trainer", node=TrainerConfig)
+    cs.store(name="schema_logger", node=LoggerConfig)
+    cs.store(name="schema_logger_wandb", node=WandbLoggerConfig)
 
 
 def _positive(cfg: DictConfig, *keys: str, allow_zero: bool = False) -> None:

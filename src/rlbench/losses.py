@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -312,3 +313,61 @@ def categorical_loss(
     per_sample = (entropy_part - target_probs * log_probs).sum(-1)
     loss = (per_sample * weights).mean() if weights is not None else per_sample.mean()
     return loss, per_sample
+
+
+# --- soft actor-critic ---
+
+
+def tanh_log_det_jacobian(u: torch.Tensor) -> torch.Tensor:
+    """``log(1 - tanh(u)^2)`` summed over the last axis, in the stable form
+    ``2 (log 2 - u - softplus(-2u))`` (no ``1 - tanh^2`` underflow for large ``|u|``).
+
+    ``u (B, D)`` -> ``(B,)``.
+    """
+    return (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(dim=-1)
+
+
+def squashed_gaussian_log_prob(
+    u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, *, log_scale: torch.Tensor
+) -> torch.Tensor:
+    """Log-density of ``a = scale * tanh(u) + bias`` for ``u ~ N(mean, exp(log_std))``.
+
+    By the change of variables ``log p(a) = log N(u) - sum log(scale * (1 - tanh(u)^2))``
+    (Haarnoja et al. 2018, appendix C). All of ``u, mean, log_std`` are ``(B, D)``;
+    ``log_scale (D,)`` is ``log`` of the half-range of the action bounds. Returns ``(B,)``.
+    """
+    normal = -0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+    return normal.sum(dim=-1) - tanh_log_det_jacobian(u) - log_scale.sum()
+
+
+def sac_critic_target(
+    *,
+    reward: torch.Tensor,
+    discount: torch.Tensor,
+    next_q: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    alpha: torch.Tensor | float,
+) -> torch.Tensor:
+    """Soft Bellman target ``r + discount * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))``.
+
+    Args:
+        reward: ``(B,)`` (n-step) reward.
+        discount: ``(B,)`` ``gamma**L``, 0 after termination (truncation bootstraps).
+        next_q: ``(K, B)`` target critics' values of ``(s', a' ~ pi(s'))``.
+        next_log_prob: ``(B,)`` ``log pi(a'|s')``.
+        alpha: the entropy temperature.
+
+    Returns:
+        ``(B,)`` targets.
+    """
+    soft_value = next_q.amin(dim=0) - alpha * next_log_prob
+    return torch.addcmul(reward, discount, soft_value)
+
+
+def sac_temperature_loss(
+    log_alpha: torch.Tensor, log_prob: torch.Tensor, *, target_entropy: float
+) -> torch.Tensor:
+    """Automatic entropy tuning: ``mean(-alpha * (log pi(a|s) + target_entropy))`` with
+    ``alpha = exp(log_alpha)``; ``log_prob (B,)`` carries no gradient. Minimizing it raises
+    alpha while the policy's entropy is below ``target_entropy`` (``-dim(A)``)."""
+    return -(log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()

@@ -95,7 +95,7 @@ class Greedy(ActionSampler):
 class EpsilonGreedy(ActionSampler):
     """With probability epsilon (linear schedule over env steps) a uniform random action."""
 
-    def __init__(self, *, start: float = 1.0, end: float = 0.05, decay_steps: int = 10_000):
+    def __init__(self, *, start: float = 1.0, end: float = 0.05, decay_steps: int = 25_000):
         for name, v in (("start", start), ("end", end)):
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"sampler.{name}={v}: epsilon must be in [0, 1]")

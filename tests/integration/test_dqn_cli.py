@@ -20,6 +20,7 @@ from tests.conftest import DEBUG, ROOT, resume_in_process, run_cli, train_in_pro
 
 RESULT_KEYS = {
     "status",
+    "eval_deterministic",
     "env_steps",
     "eval_return_mean",
     "eval_return_std",

@@ -1,6 +1,7 @@
 """The on-policy family composed through Hydra with ``trainer=debug``: each algorithm on
-CartPole (PPO also on HalfCheetah), on-policy freshness inside Lightning, and PPO resume
-identity (from the end of a run and after a Ctrl-C)."""
+CartPole (PPO also on HalfCheetah), on-policy freshness inside Lightning, and resume
+identity (from the end of a run and after a Ctrl-C) of PPO, PPO with its learning rate
+annealed, REINFORCE, RLOO and REINFORCE++."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 import rlbench.cli
-from rlbench.algos.ppo import PPO
+from rlbench.algos.reinforce import PolicyActor
 from rlbench.errors import ConfigError
 from tests.conftest import resume_in_process, train_in_process
 
@@ -125,17 +126,17 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple
     """One uninterrupted 1,024-step PPO run; records (global step, env step) at every act."""
     d = tmp_path_factory.mktemp("straight")
     acts: list[tuple[int, int]] = []
-    original = PPO.rollout_act
+    original = PolicyActor.act_with_log_prob
 
-    def recording(self: PPO, obs: Any, *, env_step: int) -> Any:
-        acts.append((self.global_step, env_step))
-        return original(self, obs, env_step=env_step)
+    def recording(self: PolicyActor, obs: Any, *, first: Any) -> Any:
+        acts.append((self.module.global_step, self.env_step))
+        return original(self, obs, first=first)
 
-    PPO.rollout_act = recording  # type: ignore[method-assign]
+    PolicyActor.act_with_log_prob = recording  # type: ignore[method-assign]
     try:
         train_in_process(d, [*PPO_ARGS, "total_env_steps=1024", "trainer.checkpoint_every=300"])
     finally:
-        PPO.rollout_act = original  # type: ignore[method-assign]
+        PolicyActor.act_with_log_prob = original  # type: ignore[method-assign]
     return d, acts
 
 
@@ -218,3 +219,78 @@ def test_same_seed_same_numbers_other_seed_other_numbers(
     assert read_metrics(again) == read_metrics(d)
     train_in_process(other, [*PPO_ARGS, "total_env_steps=1024", "seed=1"])
     assert read_metrics(other) != read_metrics(d)
+
+
+# Resume identity beyond PPO without annealing: the REINFORCE family, and PPO with its lr
+# annealed (whose horizon, total_env_steps, a Ctrl-C leaves unchanged).
+RESUMED: dict[str, list[str]] = {
+    "reinforce": ALGOS["reinforce"],
+    "rloo": ALGOS["rloo"],
+    "reinforce_pp": ALGOS["reinforce_pp"],
+    "ppo_anneal_lr": [*ALGOS["ppo"], "algo.anneal_lr=true"],
+}
+# gradient steps of a 1,024-step run: 12 (reinforce), 13 (rloo), 128 (reinforce_pp, ppo)
+INTERRUPT_AT = {"reinforce": 6, "rloo": 6, "reinforce_pp": 64, "ppo_anneal_lr": 64}
+RUN = ["total_env_steps=1024", "trainer.checkpoint_every=300"]
+
+
+def train_interrupted(
+    run_dir: Path, overrides: list[str], at: int, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, object]:
+    """``train_in_process`` with a Ctrl-C after gradient step ``at``."""
+    build = rlbench.cli.build
+
+    def build_with_interrupt(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+        module, datamodule, trainer = build(*args, **kwargs)
+        trainer.callbacks.append(InterruptAt(at))
+        return module, datamodule, trainer
+
+    with monkeypatch.context() as m:
+        m.setattr(rlbench.cli, "build", build_with_interrupt)
+        return train_in_process(run_dir, overrides)
+
+
+@pytest.mark.parametrize("case", list(RESUMED))
+def test_resume_after_ctrl_c_is_identical_to_a_straight_run(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = [*BASE, *RESUMED[case], *RUN]
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    straight.mkdir()
+    cut.mkdir()
+    done = train_in_process(straight, args)
+    assert done["status"] == "completed"
+    results = train_interrupted(cut, args, INTERRUPT_AT[case], monkeypatch)
+    assert results["status"] == "interrupted"
+    cut_at, total = results["env_steps"], done["env_steps"]
+    assert isinstance(cut_at, int) and isinstance(total, int) and 300 < cut_at < total
+    assert checkpoint(cut)["global_step"] > INTERRUPT_AT[case]
+    results = resume_in_process(cut, [])
+    assert results["status"] == "completed" and results["env_steps"] == done["env_steps"]
+    assert read_metrics(cut) == read_metrics(straight)
+    assert_same_weights(cut, straight)
+    lrs = [float(r["train/lr"]) for r in read_metrics(straight) if r["train/lr"]]
+    if case == "ppo_anneal_lr":  # the annealing really ran across the cut
+        assert lrs[0] == 2.5e-4 and lrs == sorted(lrs, reverse=True) and len(set(lrs)) > 3
+    else:
+        assert set(lrs) == {1e-3}
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "rloo", "reinforce_pp"])
+def test_reinforce_family_continued_run_is_identical_to_a_straight_run(
+    algo: str, tmp_path: Path
+) -> None:
+    """As ``test_resume_is_identical_to_a_straight_run`` for PPO: a finished 500-step run
+    continued to 1,024 steps (episodes end where they end, so both stop past the budget)."""
+    args = [*BASE, *ALGOS[algo], "trainer.checkpoint_every=300"]
+    straight, half = tmp_path / "straight", tmp_path / "half"
+    straight.mkdir()
+    half.mkdir()
+    done = train_in_process(straight, [*args, "total_env_steps=1024"])
+    first = train_in_process(half, [*args, "total_env_steps=500"])
+    env_steps = first["env_steps"]
+    assert first["status"] == "completed" and isinstance(env_steps, int) and 500 <= env_steps < 1024
+    results = resume_in_process(half, ["total_env_steps=1024"])
+    assert results["env_steps"] == done["env_steps"]
+    assert read_metrics(half) == read_metrics(straight)
+    assert_same_weights(half, straight)

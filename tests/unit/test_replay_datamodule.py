@@ -17,27 +17,41 @@ from rlbench.envs import EnvFactory
 
 
 class StubModule:
+    """A training actor that records the clock and ``first`` flags it is called with."""
+
     def __init__(self, spec: ReplaySpec) -> None:
-        self.replay_spec = spec
+        self.spec = spec
         self.metrics = MetricAccumulator()
         self.calls: list[int] = []
+        self.firsts: list[np.ndarray] = []
+        self.env_step = 0
 
-    def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray:
-        self.calls.append(env_step)
+    def act(self, obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
+        self.calls.append(self.env_step)
+        self.firsts.append(first.copy())
         return np.zeros(len(obs), dtype=np.int64)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 def make_dm(
     env_id: str, *, num_envs: int, spec: ReplaySpec, total: int, n_step: int = 1
 ) -> tuple[ReplayDataModule, StubModule]:
+    module = StubModule(spec)
     dm = ReplayDataModule(
         env=EnvFactory(id=env_id, num_envs=num_envs),
         buffer=functools.partial(TrajectoryReplayBuffer, capacity=10_000, n_step=n_step),
+        spec=spec,
+        actor=module,
+        metrics=module.metrics,
         seed=0,
         total_env_steps=total,
     )
-    module = StubModule(spec)
-    dm.trainer = SimpleNamespace(lightning_module=module, should_stop=False)  # type: ignore[assignment]
+    dm.trainer = SimpleNamespace(should_stop=False)  # type: ignore[assignment]
     dm.setup("fit")
     return dm, module
 
@@ -65,18 +79,64 @@ def test_no_transition_crosses_an_episode_boundary() -> None:
         np.testing.assert_allclose(batch["reward"].numpy(), expected, rtol=1e-5)
 
 
-def test_schedule_random_warmup_then_train_every() -> None:
+def test_schedule_random_warmup_then_the_replay_ratio() -> None:
     spec = ReplaySpec(
         batch_size=8, learning_starts=100, train_every=10, gradient_steps=3, gamma=0.99
     )
     dm, module = make_dm("CartPole-v1", num_envs=2, spec=spec, total=300)
     out = batches(dm)
     assert dm.env_steps == 300
-    # a training phase of 3 gradient steps at env steps 100, 110, ..., 300
-    assert len(out) == 21 * 3
+    # 3 gradient steps per 10 env steps collected from env step 100 on: 60 for 200 steps,
+    # each paid as soon as it is owed (2 envs: 2 env steps per vector step)
+    assert len(out) == 60
     assert min(module.calls) >= 100  # the policy is not consulted during warm-up
-    assert [b["env_step"] for b in out[:6]] == [100, 100, 100, 110, 110, 110]
+    owed = [int((b["env_step"] - 100) * 3 // 10) for b in out]
+    assert [b["env_step"] for b in out[:4]] == [104, 108, 110, 114]
+    for k, b in enumerate(out):  # batch k is yielded at the first vector step that owes it
+        assert owed[k] >= k + 1 and (b["env_step"] - 2 - 100) * 3 // 10 < k + 1
     assert dm.trainer.should_stop
+
+
+@pytest.mark.parametrize("num_envs", [1, 4, 8])
+def test_replay_ratio_holds_whatever_the_env_count(num_envs: int) -> None:
+    """One gradient step per env step stays one per env step with 8 envs: each vector step
+    then owes 8 (``train_every`` counts env steps, not vector steps)."""
+    spec = ReplaySpec(batch_size=8, learning_starts=64, train_every=1, gradient_steps=1, gamma=0.9)
+    dm, _ = make_dm("CartPole-v1", num_envs=num_envs, spec=spec, total=64 + 256)
+    assert len(batches(dm)) == 256
+
+
+def test_initial_updates_are_owed_when_learning_starts() -> None:
+    spec = ReplaySpec(
+        batch_size=8,
+        learning_starts=50,
+        train_every=1,
+        gradient_steps=1,
+        initial_updates=50,
+        gamma=0.9,
+    )
+    dm, _ = make_dm("CartPole-v1", num_envs=1, spec=spec, total=60)
+    out = batches(dm)
+    assert len(out) == 50 + 10
+    assert all(b["env_step"] == 50 for b in out[:50])  # the burst over the seed data
+    assert [b["env_step"] for b in out[50:]] == list(range(51, 61))  # then one per step
+
+
+def test_first_flags_mark_reset_observations() -> None:
+    spec = ReplaySpec(batch_size=8, learning_starts=0, train_every=1, gradient_steps=1, gamma=0.9)
+    dm, module = make_dm("rlbench_test_envs:Counter-v0", num_envs=2, spec=spec, total=60)
+    obs_seen = []
+    original = module.act
+
+    def act(obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
+        obs_seen.append(obs.copy())
+        return original(obs, first=first)
+
+    module.act = act  # type: ignore[method-assign]
+    batches(dm)
+    for obs, first in zip(obs_seen, module.firsts, strict=True):
+        # Counter observations are (episode, t): t == 0 exactly on a reset observation
+        np.testing.assert_array_equal(first, obs[:, 1] == 0)
 
 
 def test_episode_statistics_exclude_the_autoreset_step() -> None:
@@ -108,14 +168,17 @@ def test_episode_returns_are_logged_raw_when_the_env_normalizes_rewards() -> Non
     spec = ReplaySpec(
         batch_size=8, learning_starts=10, train_every=10, gradient_steps=1, gamma=0.99
     )
+    module = StubModule(spec)
     dm = ReplayDataModule(
         env=RewardScaledFactory(id="rlbench_test_envs:Counter-v0", num_envs=2),
         buffer=functools.partial(TrajectoryReplayBuffer, capacity=10_000, n_step=1),
+        spec=spec,
+        actor=module,
+        metrics=module.metrics,
         seed=0,
         total_env_steps=200,
     )
-    module = StubModule(spec)
-    dm.trainer = SimpleNamespace(lightning_module=module, should_stop=False)  # type: ignore[assignment]
+    dm.trainer = SimpleNamespace(should_stop=False)  # type: ignore[assignment]
     dm.setup("fit")
     out = batches(dm)
     lengths = module.metrics.pending("rollout/episode_length")

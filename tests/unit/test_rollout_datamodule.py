@@ -60,7 +60,21 @@ class StubModule:
     def value(self, obs: np.ndarray) -> np.ndarray:
         return (obs[:, 1] + 100.0).astype(np.float32)  # Chain: 100 + t
 
-    def rollout_act(self, obs: np.ndarray, *, env_step: int) -> tuple[np.ndarray, np.ndarray]:
+    # the training actor: the stub is its own actor and learner
+    env_step = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
+        return self.act_with_log_prob(obs, first=first)[0]
+
+    def act_with_log_prob(
+        self, obs: np.ndarray, *, first: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         self.acted_at.append(self.version)
         actions = (obs[:, -1] > 0).astype(np.int64)  # CartPole: push towards the lean
         return actions, np.full(len(obs), -0.5, np.float32)
@@ -79,13 +93,17 @@ class StubModule:
 def make_dm(
     env_id: str, *, num_envs: int, spec: RolloutSpec, total: int, vectorization: str = "auto"
 ) -> tuple[RolloutDataModule, StubModule]:
+    module = StubModule(spec)
     dm = RolloutDataModule(
         env=EnvFactory(id=env_id, num_envs=num_envs, vectorization=vectorization),
+        spec=spec,
+        actor=module,
+        learner=module,
+        metrics=module.metrics,
         seed=0,
         total_env_steps=total,
     )
-    module = StubModule(spec)
-    dm.trainer = SimpleNamespace(lightning_module=module, should_stop=False)  # type: ignore[assignment]
+    dm.trainer = SimpleNamespace(should_stop=False)  # type: ignore[assignment]
     dm.setup("fit")
     return dm, module
 

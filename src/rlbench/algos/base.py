@@ -1,29 +1,46 @@
-"""The shared LightningModule of every algorithm.
+"""The shared LightningModule of every algorithm, and the contract an algorithm fulfils.
 
-An algorithm is a ``RLModule`` subclass that builds its networks in ``build`` (where the
-observation and action spaces are known), turns a batch into a loss in ``training_step``
-and exposes ``act`` -- the one call the DataModule makes into it. Everything else (env
-stepping, evaluation, checkpoints, metric flushing) lives in the DataModule and callbacks.
+An algorithm is an ``RLModule`` subclass. It must implement:
+
+- ``build(observation_space, action_space)``: create the networks for these single-env
+  spaces (raise ``ConfigError`` for a space it does not support; ``action_spaces`` names
+  the kinds it takes, checked before ``build``);
+- ``data_spec``: what it learns from (``TransitionSpec``, ``SequenceSpec`` or
+  ``RolloutSpec``), which picks the DataModule;
+- ``make_actor(num_envs=N, mode="train" | "eval", ...)``: an ``Actor`` (``data/protocol.py``)
+  for N envs; the only way env-stepping code reaches the policy;
+- ``make_optimizers()``: named optimizers (``{"main": ...}``, or ``actor``, ``critic``,
+  ``alpha``, ...); ``gradient_step(loss, params, optimizer=name, max_grad_norm=...)``
+  steps one of them;
+- ``training_step(dataloader_iter)``: turn a batch into losses, take gradient steps, log
+  ``train/*`` through ``self.metrics``.
+
+It may override ``train_stats`` (schedule values logged with each flush),
+``on_save_checkpoint`` / ``on_load_checkpoint`` (extra state; call ``super()``) and
+``on_train_start``. Every logged ``train/*loss*`` is checked for finiteness before each
+flush and checkpoint. Env stepping, evaluation, checkpoints and metric flushing live in
+the DataModule and callbacks; the module never sees an env.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from rlbench.data.protocol import ReplaySpec, datamodule_of
-from rlbench.errors import NonFiniteLossError
+from rlbench.data.protocol import ACTOR_MODES, Actor, ReplaySpec, datamodule_of
+from rlbench.errors import ConfigError, NonFiniteLossError
 
-__all__ = ["MetricAccumulator", "RLModule", "ReplaySpec", "clip_grad_norm_"]
+__all__ = ["MetricAccumulator", "RLModule", "ReplaySpec", "clip_grad_norm_", "split_clip"]
 
 
 def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -65,6 +82,16 @@ def _closure_is_noop(module: L.LightningModule) -> bool:
     )
 
 
+def split_clip(optimizer: Callable[..., torch.optim.Optimizer]) -> tuple[Any, float]:
+    """``(optimizer partial without max_grad_norm, max_grad_norm)``: an optimizer config may
+    carry its own clipping (``algo.critic_optimizer.max_grad_norm=10``); 0 disables it."""
+    if isinstance(optimizer, functools.partial) and "max_grad_norm" in optimizer.keywords:
+        keywords = dict(optimizer.keywords)
+        clip = float(keywords.pop("max_grad_norm"))
+        return functools.partial(optimizer.func, *optimizer.args, **keywords), clip
+    return optimizer, 0.0
+
+
 class MetricAccumulator:
     """Collects scalar metrics between flushes without a device sync per step.
 
@@ -74,12 +101,18 @@ class MetricAccumulator:
 
     def __init__(self) -> None:
         self._values: defaultdict[str, list[torch.Tensor | float]] = defaultdict(list)
+        self.totals: defaultdict[str, int] = defaultdict(int)  # values ever added, per name
 
     def add(self, name: str, value: torch.Tensor | float) -> None:
         self._values[name].append(value)
+        self.totals[name] += 1
 
     def pending(self, name: str) -> list[torch.Tensor | float]:
         return self._values.get(name, [])
+
+    def names(self) -> list[str]:
+        """Metrics with values pending."""
+        return [name for name, values in self._values.items() if values]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Values not flushed yet, so a run resumed after Ctrl-C logs the same rows."""
@@ -105,61 +138,120 @@ class MetricAccumulator:
 
 
 class RLModule(L.LightningModule):
-    """Base of all algorithms: spaces, acting RNG, metric accumulation, finiteness checks.
+    """Base of all algorithms: spaces, named optimizers, metrics, finiteness checks.
 
     Args:
         name: algorithm name (used in run names and reports).
-        lr: learning rate passed to the optimizer partial.
-        seed: seeds the module's own acting generator.
+        lr: learning rate of the ``main`` optimizer's partial (algorithms with several
+            optimizers set each one's ``lr`` in its own config).
+        seed: seeds the actors' and networks' own generators.
     """
 
-    def __init__(self, *, name: str, lr: float, seed: int = 0) -> None:
+    #: action-space kinds this algorithm supports (checked before ``build``)
+    action_spaces: ClassVar[tuple[type[gym.Space[Any]], ...]] = (
+        gym.spaces.Discrete,
+        gym.spaces.Box,
+    )
+
+    def __init__(self, *, name: str, lr: float = 0.0, seed: int = 0) -> None:
         super().__init__()
         self.name = name
         self.lr = lr
+        self.seed = seed
         self.metrics = MetricAccumulator()
-        self.act_rng = np.random.default_rng([seed, 1])
         self.observation_space: gym.Space[Any] | None = None
         self.action_space: gym.Space[Any] | None = None
         self.built = False
+        self.automatic_optimization = False
+        self.optimizer_names: tuple[str, ...] = ()
         self._direct_step: bool | None = None  # see _optimizer_step
 
     # ---------------------------------------------------------------- building
-    def setup(self, stage: str) -> None:
-        self._direct_step = None  # decided again for each trainer (its callbacks may differ)
+    def build_for(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
+        """Check the action space against ``action_spaces`` and ``build`` (once)."""
         if self.built:
             return
-        dm = datamodule_of(self.trainer)
-        self.observation_space, self.action_space = dm.observation_space, dm.action_space
-        self.build(self.observation_space, self.action_space)
+        if not isinstance(action_space, self.action_spaces):
+            kinds = ", ".join(k.__name__ for k in self.action_spaces)
+            raise ConfigError(
+                f"algo={self.name} needs a {kinds} action space; this env has {action_space}"
+            )
+        self.observation_space, self.action_space = observation_space, action_space
+        self.build(observation_space, action_space)
         self.built = True
+
+    def setup(self, stage: str) -> None:
+        self._direct_step = None  # decided again for each trainer (its callbacks may differ)
+        if not self.built:
+            dm = datamodule_of(self.trainer)
+            self.build_for(dm.observation_space, dm.action_space)
 
     def build(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
         """Create networks for these single-env spaces (raise ConfigError if unsupported)."""
         raise NotImplementedError
 
-    # ---------------------------------------------------------------- acting
-    def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray:
-        """Actions ``(B, *action_shape)`` for observations ``(B, *obs_shape)``.
-
-        ``explore=False`` is the deterministic evaluation policy; ``env_step`` keys
-        exploration schedules.
-        """
+    @property
+    def data_spec(self) -> Any:
+        """What this algorithm learns from: a ``TransitionSpec``, ``SequenceSpec`` or
+        ``RolloutSpec``; it picks the DataModule (``rlbench.data.datamodule_for``)."""
         raise NotImplementedError
 
+    # ---------------------------------------------------------------- acting
+    def make_actor(
+        self, *, num_envs: int, mode: str = "train", deterministic: bool = True, seed: int = 0
+    ) -> Actor:
+        """An actor for ``num_envs`` envs. ``mode="train"`` explores (its RNG derives from
+        the module's seed and is checkpointed with the DataModule); ``mode="eval"`` plays
+        the evaluation policy: the deterministic one, or with ``deterministic=False`` a
+        policy sampled from a generator seeded with ``seed`` (so an evaluation stays a pure
+        function of the weights and the seed)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def check_mode(mode: str) -> None:
+        if mode not in ACTOR_MODES:
+            raise ConfigError(f"actor mode '{mode}': allowed {', '.join(ACTOR_MODES)}")
+
+    # ---------------------------------------------------------------- optimizers
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The module's optimizers by name, built over its (already built) parameters."""
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        optimizers = self.make_optimizers()
+        self.optimizer_names = tuple(optimizers)
+        return list(optimizers.values())
+
+    def optimizer(self, name: str = "main") -> LightningOptimizer:
+        """The Lightning-wrapped optimizer called ``name``."""
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        try:
+            return opts[self.optimizer_names.index(name)]
+        except ValueError:
+            raise KeyError(
+                f"no optimizer '{name}'; this module has {', '.join(self.optimizer_names)}"
+            ) from None
+
     def gradient_step(
-        self, loss: torch.Tensor, params: list[torch.Tensor], *, max_grad_norm: float
+        self,
+        loss: torch.Tensor,
+        params: list[torch.Tensor],
+        *,
+        max_grad_norm: float,
+        optimizer: str = "main",
     ) -> None:
-        """One optimizer step on ``loss`` over ``params``, clipping the global grad norm.
+        """One step of optimizer ``optimizer`` on ``loss`` over ``params``, clipping their
+        global grad norm to ``max_grad_norm`` (``<= 0`` disables).
 
         ``loss.backward()`` rather than ``manual_backward``: the latter only adds precision
-        and distributed hooks (two rounds of callback hooks, about 12% of a CartPole update
-        here), and these modules train in fp32 on one device. Gradients are reset to None
-        directly (``zero_grad`` through Lightning's wrapper costs ~100 us). The step counts
-        ``global_step`` as Lightning's optimizer wrapper does; see ``_optimizer_step``.
+        and distributed hooks (two rounds of callback hooks per step), and these modules
+        train in fp32 on one device. Gradients of ``params`` are reset to None directly
+        (``zero_grad`` through Lightning's wrapper costs more than a small update). The
+        step counts ``global_step`` as Lightning's optimizer wrapper does (once per step
+        of any optimizer); see ``_optimizer_step``.
         """
-        opt = self.optimizers()
-        assert not isinstance(opt, list)
+        opt = self.optimizer(optimizer)
         for p in params:
             p.grad = None
         loss.backward()
@@ -172,8 +264,7 @@ class RLModule(L.LightningModule):
 
         Lightning's ``LightningOptimizer.step`` wraps the step in a closure that dispatches
         ``on_before_optimizer_step`` to every callback and to the module, through the
-        strategy and the precision plugin: about 60 to 100 us per step on the dev machine,
-        a tenth of a CartPole DQN update. With a plain single-device fp32 strategy and no
+        strategy and the precision plugin. With a plain single-device fp32 strategy and no
         callback or module overriding that hook, the closure does nothing, so the step is
         taken directly between the same progress hooks Lightning calls (``global_step`` and
         the profiler see the same); anything else takes Lightning's own path.
@@ -197,33 +288,43 @@ class RLModule(L.LightningModule):
             for k, v in batch.items()
         }
 
+    # ---------------------------------------------------------------- logging
+    def train_stats(self, *, env_step: int) -> dict[str, float]:
+        """Schedule values logged with each flush (``train/epsilon``, ``train/lr``, ...)."""
+        return {}
+
     # ---------------------------------------------------------------- checks
     def assert_finite(self, *, env_step: int) -> None:
-        """Raise ``NonFiniteLossError`` naming the gradient step of the first bad loss.
+        """Raise ``NonFiniteLossError`` naming the first non-finite ``train/*loss*`` value
+        pending and its update (the how-manieth value of that metric it is: the gradient
+        step for a loss logged once per step).
 
         Called before every metric flush and checkpoint, so a checkpoint never holds
         weights trained on a non-finite loss.
         """
-        losses = self.metrics.pending("train/loss")
-        if not losses:
-            return
-        finite = torch.isfinite(torch.stack([torch.as_tensor(v) for v in losses]))
-        if bool(finite.all()):
-            return
-        first = int((~finite).nonzero()[0, 0])
-        step = self.global_step - len(losses) + first + 1
-        raise NonFiniteLossError(
-            f"non-finite loss at gradient step {step} (env step <= {env_step}); "
-            "stopped, the last good checkpoint is kept"
-        )
+        for name in sorted(self.metrics.names()):
+            if not (name.startswith("train/") and "loss" in name):
+                continue
+            values = self.metrics.pending(name)
+            finite = torch.isfinite(torch.stack([torch.as_tensor(v) for v in values]))
+            if bool(finite.all()):
+                continue
+            first = int((~finite).nonzero()[0, 0])
+            step = self.metrics.totals[name] - len(values) + first + 1
+            raise NonFiniteLossError(
+                f"non-finite {name} at update {step} (env step <= {env_step}); "
+                "stopped, the last good checkpoint is kept"
+            )
 
     # ---------------------------------------------------------------- state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rlbench_module"] = {
-            "act_rng": self.act_rng.bit_generator.state,
             "metrics": self.metrics.state_dict(),
+            "metric_totals": dict(self.metrics.totals),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.act_rng.bit_generator.state = checkpoint["rlbench_module"]["act_rng"]
-        self.metrics.load_state_dict(checkpoint["rlbench_module"].get("metrics", {}))
+        state = checkpoint["rlbench_module"]
+        self.metrics.load_state_dict(state.get("metrics", {}))
+        self.metrics.totals.clear()
+        self.metrics.totals.update(state.get("metric_totals", {}))

@@ -1,20 +1,22 @@
 """DQN (Mnih et al. 2015) and the Rainbow family (Hessel et al. 2018), each part a toggle.
 
 Reads top to bottom: ``build`` makes the online and target Q networks (an encoder with a
-``QHead`` on top), ``act`` picks actions through the configured sampler, ``training_step``
-turns one replay batch of n-step transitions into a loss and one Adam step. Target sync
+``QHead`` on top), ``make_actor`` hands out ``QActor``s that pick actions through the
+configured sampler, ``training_step`` turns one replay batch of n-step transitions into a
+loss and one Adam step. Target sync
 (hard copy or Polyak averaging) is keyed on env steps like CleanRL and Stable-Baselines3.
 
 The Rainbow components and where they live:
 
 - double Q (van Hasselt et al. 2016): ``algo.double``, here (``q_target``).
 - prioritized replay (Schaul et al. 2016): ``buffer=prioritized``; the batch brings
-  importance ``weights`` and this module returns per-sample priorities after each step:
-  ``|TD error|`` for scalar heads, the KL loss for distributional heads (as in Rainbow).
+  importance ``weights`` and a ``priorities`` handle, through which this module returns
+  per-sample priorities after each step: ``|TD error|`` for scalar heads, the KL loss for
+  distributional heads (as in Rainbow).
 - dueling heads (Wang et al. 2016) and noisy nets (Fortunato et al. 2018):
   ``network.dueling`` / ``network.noisy``, in ``networks/heads.py``. Noise is redrawn
   before every exploring action and every gradient step (online and target nets from
-  their own generators); evaluation (``explore=False``) uses the mean weights.
+  their own generators); deterministic evaluation uses the mean weights.
 - multi-step returns: ``buffer.n_step``, from the trajectory buffer.
 - distributional C51 (Bellemare et al. 2017): ``algo.distributional`` with ``num_atoms``
   atoms on ``[v_min, v_max]``; ``categorical_projection`` and ``categorical_loss`` in
@@ -32,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlbench.algos.base import ReplaySpec, RLModule
-from rlbench.data.protocol import datamodule_of
+from rlbench.algos.base import RLModule
+from rlbench.data.protocol import TransitionSpec
 from rlbench.errors import ConfigError
 from rlbench.losses import (
     categorical_loss,
@@ -45,6 +47,44 @@ from rlbench.losses import (
 from rlbench.networks import feature_dim, numpy_forward
 from rlbench.networks.heads import QHead, derive_seed, split_head_options
 from rlbench.samplers import ActionSampler, LazyScores
+
+
+class QActor:
+    """Acts through a ``DQN``'s online Q network and sampler (stateless but for its RNG).
+
+    Args:
+        module: the DQN whose live weights it reads.
+        explore: pick actions with the sampler's exploration at ``env_step`` (training, or
+            a sampled evaluation at the end of the schedule); else greedy on the mean
+            weights.
+        rng: the generator of exploration draws.
+    """
+
+    def __init__(self, module: DQN, *, explore: bool, rng: np.random.Generator) -> None:
+        self.module = module
+        self.explore = explore
+        self.rng = rng
+        self.env_step = 0
+
+    def act(self, obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
+        """Actions ``(N,)`` for observations ``(N, *obs_shape)``."""
+        m = self.module
+        if m.head_options.noisy:  # fresh noise per exploring step; mean weights otherwise
+            m.head.set_noise(self.explore)
+            if self.explore:
+                m.head.reset_noise()
+        scores = LazyScores(m._q_fn(), obs, m.num_actions)
+        return m.sampler(scores, step=self.env_step, rng=self.rng, explore=self.explore)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+#: env step that puts every exploration schedule at its end (sampled evaluation)
+SCHEDULE_END = 2**62
 
 
 class DQN(RLModule):
@@ -104,9 +144,7 @@ class DQN(RLModule):
             raise ConfigError(f"network.sigma0={self.head_options.sigma0}: must be > 0")
         self.distributional = distributional
         self.num_atoms, self.v_min, self.v_max = num_atoms, v_min, v_max
-        self.seed = seed
         self.clip_rewards = clip_rewards  # applied by the replay buffer (see Args)
-        self.automatic_optimization = False
         self.optimizer_factory = optimizer
         self.sampler = sampler
         self.gamma = gamma
@@ -115,7 +153,7 @@ class DQN(RLModule):
         self.tau = tau
         self.max_grad_norm = max_grad_norm
         self.loss_kind = loss
-        self.replay_spec: ReplaySpec = ReplaySpec(
+        self._spec = TransitionSpec(
             batch_size=batch_size,
             learning_starts=learning_starts,
             train_every=train_every,
@@ -125,12 +163,14 @@ class DQN(RLModule):
         self.last_target_update = 0  # env step of the last target update
         self._numpy_q: Callable[[np.ndarray], np.ndarray] | None = None
 
+    action_spaces = (gym.spaces.Discrete,)
+
+    @property
+    def data_spec(self) -> TransitionSpec:
+        return self._spec
+
     def build(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
-        if not isinstance(action_space, gym.spaces.Discrete):
-            raise ConfigError(
-                f"algo={self.name} needs a discrete action space; this env has {action_space} "
-                "(use a continuous-control algorithm such as SAC or PPO)"
-            )
+        assert isinstance(action_space, gym.spaces.Discrete)
         assert observation_space.shape is not None
         self.num_actions = int(action_space.n)
         encoder = self.network_factory(in_shape=tuple(observation_space.shape))
@@ -158,9 +198,9 @@ class DQN(RLModule):
     def target_head(self) -> QHead:
         return cast(QHead, self.target_net[1])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         self._params: list[torch.Tensor] = list(self.q_net.parameters())
-        return self.optimizer_factory(self._params, lr=self.lr)
+        return {"main": self.optimizer_factory(self._params, lr=self.lr)}
 
     # ------------------------------------------------------------------ acting
     def _q_fn(self) -> Callable[[np.ndarray], np.ndarray]:
@@ -177,13 +217,18 @@ class DQN(RLModule):
             q = self.q_net(torch.as_tensor(obs, device=self.device))
         return q.cpu().numpy()
 
-    def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray:
-        if self.head_options.noisy:  # fresh noise per exploring step; mean weights to evaluate
-            self.head.set_noise(explore)
-            if explore:
-                self.head.reset_noise()
-        scores = LazyScores(self._q_fn(), obs, self.num_actions)
-        return self.sampler(scores, step=env_step, rng=self.act_rng, explore=explore)
+    def make_actor(
+        self, *, num_envs: int, mode: str = "train", deterministic: bool = True, seed: int = 0
+    ) -> QActor:
+        """Training: the sampler's exploration schedule (RNG from the module's seed). Eval:
+        greedy on the mean weights, or (``deterministic=False``) the sampler at the end of
+        its schedule (e.g. epsilon's final value), drawn from a generator of ``seed``."""
+        self.check_mode(mode)
+        if mode == "train":
+            return QActor(self, explore=True, rng=np.random.default_rng([self.seed, 1]))
+        actor = QActor(self, explore=not deterministic, rng=np.random.default_rng([seed, 5]))
+        actor.env_step = SCHEDULE_END
+        return actor
 
     # ------------------------------------------------------------------ learning
     def training_step(self, dataloader_iter: Iterator[Any]) -> None:
@@ -212,7 +257,7 @@ class DQN(RLModule):
         self.gradient_step(loss, self._params, max_grad_norm=self.max_grad_norm)
 
         if priority is not None:
-            datamodule_of(self.trainer).update_priorities(batch["indices"], priority)
+            batch["priorities"].update(priority)
         self.metrics.add("train/loss", loss.detach())
         self.metrics.add("train/q_mean", q_taken.mean())
 
@@ -263,7 +308,6 @@ class DQN(RLModule):
         return loss, priority, self.head.expected(log_p_taken.detach().exp())
 
     def train_stats(self, *, env_step: int) -> dict[str, float]:
-        """Schedule values logged with each flush (``train/epsilon``, ...)."""
         return {f"train/{k}": v for k, v in self.sampler.stats(env_step).items()}
 
     # ------------------------------------------------------------------ state

@@ -2,11 +2,11 @@
 
 ``PolicyGradientModule`` is what REINFORCE, RLOO, REINFORCE++ and PPO share: an
 ``ActorCritic`` (policy head on the configured encoder, optional value network), acting
-through numpy views of the live weights (``rollout_act``), learning-rate annealing and one
+through numpy views of the live weights (``PolicyActor``), learning-rate annealing and one
 optimizer step with gradient clipping. (Observation and reward normalization for MuJoCo
 are options of the env, ``env.normalize_obs`` / ``env.normalize_reward``.) Its
-``data_path = "rollout"`` makes the CLI build a ``RolloutDataModule``, which reads
-``rollout_spec`` and calls ``prepare_rollout`` / ``finish_rollout`` once per rollout.
+``data_spec`` is a ``RolloutSpec``, so it learns from a ``RolloutDataModule``, which
+calls ``prepare_rollout`` / ``finish_rollout`` once per rollout.
 
 REINFORCE itself: collect ``episodes`` whole episodes with the current policy, weight each
 step's log-probability by its discounted return-to-go ``G_t``, optionally minus a learned
@@ -48,6 +48,44 @@ def check_range(
         raise ConfigError(f"{name}={value}: must be {bound}")
 
 
+class PolicyActor:
+    """Samples from (or takes the mode of) an ``ActorCritic``'s policy; stateless but for
+    its RNG. Box actions are clipped to the env's bounds by ``act``; ``act_with_log_prob``
+    returns the raw sample (the rollout keeps it; the DataModule clips what it sends)."""
+
+    def __init__(
+        self,
+        module: PolicyGradientModule,
+        *,
+        explore: bool,
+        rng: np.random.Generator,
+    ) -> None:
+        self.module = module
+        self.explore = explore
+        self.rng = rng
+        self.env_step = 0
+        space = module.action_space
+        self._bounds = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
+
+    def act_with_log_prob(
+        self, obs: np.ndarray, *, first: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(actions (N, *action_shape), log_prob (N,))``; zeros for the mode."""
+        return self.module.ac.act(obs, self.rng, explore=self.explore)
+
+    def act(self, obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
+        actions, _ = self.module.ac.act(obs, self.rng, explore=self.explore)
+        if self._bounds is not None:
+            return np.clip(actions, *self._bounds)
+        return actions
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
 class PolicyGradientModule(RLModule):
     """Shared machinery of the on-policy algorithms (see the module docstring).
 
@@ -65,8 +103,6 @@ class PolicyGradientModule(RLModule):
         orthogonal_init: PPO-style orthogonal initialization.
         init_log_std: initial log standard deviation of Gaussian policies.
     """
-
-    data_path = "rollout"
 
     def __init__(
         self,
@@ -90,7 +126,6 @@ class PolicyGradientModule(RLModule):
         check_range("algo.gamma", spec.gamma, low=0.0, high=1.0, low_inclusive=True)
         check_range("algo.ent_coef", ent_coef, low=0.0, low_inclusive=True)
         check_range("algo.vf_coef", vf_coef, low=0.0, low_inclusive=True)
-        self.automatic_optimization = False
         self.network_factory = network
         self.optimizer_factory = optimizer
         self.use_critic = critic
@@ -121,22 +156,24 @@ class PolicyGradientModule(RLModule):
     def on_train_start(self) -> None:
         self.ac.reset_numpy()  # acting functions are rebuilt for the device the module is on
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         self._params = list(self.ac.parameters())
-        return self.optimizer_factory(self._params, lr=self.lr)
+        return {"main": self.optimizer_factory(self._params, lr=self.lr)}
+
+    @property
+    def data_spec(self) -> RolloutSpec:
+        return self.rollout_spec
 
     # ------------------------------------------------------------------ acting
-    def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray:
-        actions, _ = self.ac.act(obs, self.act_rng, explore=explore)
-        space = self.action_space
-        if isinstance(space, gym.spaces.Box):
-            return np.clip(actions, space.low, space.high)
-        return actions
-
-    def rollout_act(self, obs: np.ndarray, *, env_step: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(actions, log_prob)`` with leading ``(N,)``: sampled actions (unclipped; the
-        DataModule clips what it sends to Box envs) and their log-probabilities."""
-        return self.ac.act(obs, self.act_rng, explore=True)
+    def make_actor(
+        self, *, num_envs: int, mode: str = "train", deterministic: bool = True, seed: int = 0
+    ) -> PolicyActor:
+        """Training samples from the policy (RNG from the module's seed); evaluation takes
+        the mode, or with ``deterministic=False`` samples from a generator of ``seed``."""
+        self.check_mode(mode)
+        if mode == "train":
+            return PolicyActor(self, explore=True, rng=np.random.default_rng([self.seed, 1]))
+        return PolicyActor(self, explore=not deterministic, rng=np.random.default_rng([seed, 5]))
 
     def rollout_values(self, obs: np.ndarray) -> np.ndarray:
         """``(B,)`` values of a whole rollout's observations (zeros without a critic)."""
@@ -180,9 +217,7 @@ class PolicyGradientModule(RLModule):
         lr = self.lr * (1.0 - progress)
         if lr != self.current_lr:
             self.current_lr = lr
-            opt = self.optimizers()
-            assert not isinstance(opt, list)
-            for group in opt.param_groups:
+            for group in self.optimizer("main").param_groups:
                 group["lr"] = lr
 
     def train_stats(self, *, env_step: int) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Deterministic evaluation on separate envs, every ``trainer.eval_every`` env steps."""
+"""Evaluation on separate envs, every ``trainer.eval_every`` env steps, with a fresh
+evaluation actor each time (deterministic by default; ``trainer.eval_deterministic``)."""
 
 from __future__ import annotations
 
@@ -13,24 +14,37 @@ from rlbench.envs import EVAL_SEED_OFFSET, EnvFactory
 
 
 def evaluate(
-    module: Any, env_factory: EnvFactory, *, episodes: int, seed: int, env_step: int
+    module: Any,
+    env_factory: EnvFactory,
+    *,
+    episodes: int,
+    seed: int,
+    deterministic: bool = True,
 ) -> np.ndarray:
-    """Returns ``(episodes,)`` undiscounted returns of the deterministic policy.
+    """Returns ``(episodes,)`` undiscounted returns of the evaluation policy.
 
     Episode ``j`` runs in env ``j`` of one vector env reset with ``seed + EVAL_SEED_OFFSET``
-    (env ``j`` gets ``+ j``), so an evaluation is a pure function of the policy weights:
-    there is no evaluation env state to checkpoint and resumed runs evaluate identically.
+    (env ``j`` gets ``+ j``), played by a new evaluation actor (``module.make_actor(mode=
+    "eval")``, its sampling generator, if any, seeded from ``seed``), so an evaluation is a
+    pure function of the policy weights: there is no evaluation state to checkpoint,
+    resumed runs evaluate identically, and the training actor is never touched.
     """
     envs = env_factory.make(num_envs=episodes)
+    actor = module.make_actor(
+        num_envs=episodes, mode="eval", deterministic=deterministic, seed=seed + EVAL_SEED_OFFSET
+    )
     try:
         obs, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
         returns = np.zeros(episodes, dtype=np.float64)
         running = np.ones(episodes, dtype=np.bool_)
+        first = np.ones(episodes, dtype=np.bool_)
+        ended = np.zeros(episodes, dtype=np.bool_)
         while running.any():
-            actions = module.act(obs, explore=False, env_step=env_step)
+            actions = actor.act(obs, first=first)
             obs, reward, terminated, truncated, _ = envs.step(actions)
             returns += np.where(running, reward, 0.0)
-            running &= ~(terminated | truncated)
+            first, ended = ended, terminated | truncated  # NEXT_STEP autoreset
+            running &= ~ended
         return returns
     finally:
         envs.close()
@@ -42,7 +56,8 @@ class EvalCallback(L.Callback):
 
     Owns the evaluation envs (separate instances, disjoint seeds) -- never the train envs.
     With ``stop_at_return`` set, training stops once an evaluation's mean return reaches it
-    (like Stable-Baselines3's ``StopTrainingOnRewardThreshold``).
+    (like Stable-Baselines3's ``StopTrainingOnRewardThreshold``). ``deterministic=False``
+    evaluates a sampled policy (as rl-baselines3-zoo does for Atari policy gradients).
     """
 
     def __init__(
@@ -53,8 +68,10 @@ class EvalCallback(L.Callback):
         episodes: int,
         seed: int,
         stop_at_return: float | None = None,
+        deterministic: bool = True,
     ) -> None:
         self.env_factory = env
+        self.deterministic = deterministic
         self.stop_at_return = stop_at_return
         self.every = every
         self.episodes = episodes
@@ -69,7 +86,11 @@ class EvalCallback(L.Callback):
     def run(self, trainer: L.Trainer, module: Any) -> None:
         env_step = datamodule_of(trainer).env_steps
         returns = evaluate(
-            module, self.env_factory, episodes=self.episodes, seed=self.seed, env_step=env_step
+            module,
+            self.env_factory,
+            episodes=self.episodes,
+            seed=self.seed,
+            deterministic=self.deterministic,
         )
         self.last = {
             "eval/return_mean": float(returns.mean()),

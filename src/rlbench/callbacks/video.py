@@ -7,10 +7,14 @@ in Gymnasium's ``RecordVideo`` (moviepy writes the mp4). Episode ``j`` is seeded
 evaluation episode ``j`` (``seed + EVAL_SEED_OFFSET + j``), so the video shows an episode the
 evaluation also played. With ``video.tensorboard=true`` the first episode is also logged to
 TensorBoard as an animated image (``eval/video``).
+
+Classic-control envs (CartPole & co.) draw their frames with pygame (a dependency); MuJoCo
+envs render offscreen with the fast settings of ``envs.mujoco.RenderSettings``.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,6 +27,10 @@ import numpy as np
 from rlbench.data.protocol import datamodule_of
 from rlbench.envs import EVAL_SEED_OFFSET, EnvFactory
 from rlbench.errors import ConfigError
+
+# pygame (classic-control frames) needs no sound: without this SDL probes the audio servers
+# and prints "error: XDG_RUNTIME_DIR is invalid or not set" on machines without a session
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 
 class _FrameTap(gym.Wrapper[Any, Any, Any, Any]):
@@ -66,25 +74,28 @@ def record_episodes(
             disable_logger=True,
         )
     returns: list[float] = []
-    first: list[np.ndarray] = []
+    first_frames: list[np.ndarray] = []
     fps = int(env.frames_per_sec)
     try:
         for j in range(episodes):
             obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + j)
+            actor = module.make_actor(num_envs=1, mode="eval", seed=seed + EVAL_SEED_OFFSET + j)
             total, done, steps = 0.0, False, 0
+            first = np.ones(1, dtype=np.bool_)
             while not done and steps < max_steps:
-                action = module.act(np.asarray(obs)[None], explore=False, env_step=env_step)[0]
+                action = actor.act(np.asarray(obs)[None], first=first)[0]
+                first = np.zeros(1, dtype=np.bool_)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
                 done = bool(terminated or truncated)
                 steps += 1
             returns.append(total)
             if j == 0 and keep_frames:
-                first = list(tap.frames)
+                first_frames = list(tap.frames)
             tap.keep = False
     finally:
         env.close()
-    return returns, first, fps
+    return returns, first_frames, fps
 
 
 def gif_bytes(frames: list[np.ndarray], *, fps: int) -> bytes:

@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from rlbench.data.protocol import Actor, MetricSink
 from rlbench.envs import EnvFactory
 from rlbench.errors import CheckpointError
 
@@ -65,13 +66,24 @@ class EnvStreamDataModule(L.LightningDataModule):
         seed: env ``i`` is reset with ``seed + i``; other generators derive from it.
         total_env_steps: the stream ends after this many env steps.
         rng_stream: distinguishes this DataModule's own generator from other ones.
+        actor: the training actor; its state is part of this DataModule's checkpoint.
+        metrics: where ``rollout/*`` episode statistics go.
     """
 
     def __init__(
-        self, *, env: EnvFactory, seed: int, total_env_steps: int, rng_stream: int
+        self,
+        *,
+        env: EnvFactory,
+        seed: int,
+        total_env_steps: int,
+        rng_stream: int,
+        actor: Actor,
+        metrics: MetricSink,
     ) -> None:
         super().__init__()
         self.env_factory = env
+        self.actor = actor
+        self.metrics = metrics
         self.seed = seed
         self.total_env_steps = total_env_steps
         self.observation_space, self.action_space = env.spaces()
@@ -83,6 +95,7 @@ class EnvStreamDataModule(L.LightningDataModule):
         self.loaded_state = False
         self.obs: np.ndarray = np.zeros(0)
         self.prev_done: np.ndarray = np.zeros(0, dtype=np.bool_)
+        self.first: np.ndarray = np.zeros(0, dtype=np.bool_)  # obs is an episode's first
         self.ep_return: np.ndarray = np.zeros(0)
         self.ep_length: np.ndarray = np.zeros(0, dtype=np.int64)
 
@@ -92,6 +105,7 @@ class EnvStreamDataModule(L.LightningDataModule):
         n = envs.num_envs
         self.obs, _ = envs.reset(seed=self.seed)
         self.prev_done = np.zeros(n, dtype=np.bool_)
+        self.first = np.ones(n, dtype=np.bool_)
         self.ep_return = np.zeros(n, dtype=np.float64)
         self.ep_length = np.zeros(n, dtype=np.int64)
 
@@ -112,13 +126,16 @@ class EnvStreamDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ state
     def stream_state(self) -> dict[str, Any]:
-        """Counters, envs, observations, episode statistics and RNGs (weights_only-safe)."""
+        """Counters, envs, observations, episode statistics, the training actor's state and
+        the RNGs (weights_only-safe)."""
         return {
             "env_steps": self.env_steps,
             "episodes": self.episodes,
             "envs": pickle.dumps(self.envs),
             "obs": torch.from_numpy(np.array(self.obs)),
             "prev_done": torch.from_numpy(self.prev_done.copy()),
+            "first": torch.from_numpy(np.array(self.first, dtype=np.bool_)),
+            "actor": self.actor.state_dict(),
             "ep_return": torch.from_numpy(self.ep_return.copy()),
             "ep_length": torch.from_numpy(self.ep_length.copy()),
             "rng": self.rng.bit_generator.state,
@@ -134,6 +151,8 @@ class EnvStreamDataModule(L.LightningDataModule):
         self.envs = pickle.loads(state["envs"])
         self.obs = state["obs"].numpy()
         self.prev_done = state["prev_done"].numpy().copy()
+        self.first = state["first"].numpy().copy()
+        self.actor.load_state_dict(state["actor"])
         self.ep_return = state["ep_return"].numpy().copy()
         self.ep_length = state["ep_length"].numpy().copy()
         self.rng.bit_generator.state = state["rng"]

@@ -1,45 +1,41 @@
 """Off-policy data path: the DataModule steps the envs and streams replay batches.
 
 The DataModule is the only thing that steps a training env. On each ``next()`` of its
-stream it either yields another gradient batch of the current training phase, or first
-collects ``train_every`` env steps with the module's current policy (uniformly random
-before ``learning_starts``), then yields ``gradient_steps`` batches. All stream state --
-envs, current observations, autoreset flags, counters, episode statistics, the buffer and
-every RNG -- lives on the DataModule and is saved in checkpoints, so a resumed run
-continues bit-identically from a new iterator.
+stream it either yields another batch owed by the algorithm's update schedule, or first
+collects more env steps with its training actor (uniformly random actions before
+``learning_starts``). What a batch holds follows the algorithm's data spec: n-step
+transitions (``TransitionSpec``) or sequences (``SequenceSpec``), both served by one
+trajectory buffer. All stream state -- envs, current observations, autoreset flags,
+counters, episode statistics, the buffer, the actor's state and every RNG -- lives on the
+DataModule and is saved in checkpoints, so a resumed run continues bit-identically from a
+new iterator.
 """
 
 from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any
 
 import numpy as np
 import torch
 
 from rlbench.buffers import TrajectoryReplayBuffer
 from rlbench.data.base import EnvStreamDataModule
-from rlbench.data.protocol import ReplaySpec
+from rlbench.data.protocol import Actor, MetricSink, PriorityHandle, SequenceSpec, TransitionSpec
 from rlbench.envs import EnvFactory, random_actions
 
 
-class ReplayLearner(Protocol):
-    """What the replay DataModule needs of its module (``RLModule`` with a replay schedule)."""
-
-    replay_spec: ReplaySpec
-    metrics: Any
-
-    def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray: ...
-
-
 class ReplayDataModule(EnvStreamDataModule):
-    """Owns the training envs and the replay buffer; yields n-step replay batches.
+    """Owns the training envs and the replay buffer; yields replay batches.
 
     Args:
         env: factory of the training vector env (``env.*``).
         buffer: partial ``(num_envs, obs_shape, obs_dtype, action_shape, action_dtype, seed)
             -> TrajectoryReplayBuffer`` (``buffer.*``).
+        spec: what the algorithm learns from, and when (``module.data_spec``).
+        actor: the training actor (``module.make_actor(num_envs=N, mode="train")``).
+        metrics: where ``rollout/*`` episode statistics go (``module.metrics``).
         seed: env ``i`` is reset with ``seed + i``; other generators derive from it.
         total_env_steps: the stream ends after this many env steps.
     """
@@ -49,13 +45,25 @@ class ReplayDataModule(EnvStreamDataModule):
         *,
         env: EnvFactory,
         buffer: Callable[..., TrajectoryReplayBuffer],
+        spec: TransitionSpec | SequenceSpec,
+        actor: Actor,
+        metrics: MetricSink,
         seed: int,
         total_env_steps: int,
     ) -> None:
-        super().__init__(env=env, seed=seed, total_env_steps=total_env_steps, rng_stream=2)
+        super().__init__(
+            env=env,
+            seed=seed,
+            total_env_steps=total_env_steps,
+            rng_stream=2,
+            actor=actor,
+            metrics=metrics,
+        )
         self.buffer_factory = buffer
+        self.spec = spec
         self.buffer: TrajectoryReplayBuffer | None = None
-        self.pending_gradient_steps = 0
+        self.owed_updates = 0  # gradient steps earned and not yet yielded
+        self.update_credit = 0  # earned fractions of a gradient step, in 1/train_every
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -63,11 +71,10 @@ class ReplayDataModule(EnvStreamDataModule):
             return
         envs = self.env_factory.make()
         self.start_envs(envs)
-        n = envs.num_envs
         obs_space, act_space = self.observation_space, self.action_space
         assert obs_space.shape is not None and act_space.shape is not None
         self.buffer = self.buffer_factory(
-            num_envs=n,
+            num_envs=envs.num_envs,
             obs_shape=tuple(obs_space.shape),
             obs_dtype=obs_space.dtype,
             action_shape=tuple(act_space.shape),
@@ -76,36 +83,55 @@ class ReplayDataModule(EnvStreamDataModule):
         )
         self.buffer.start(self.obs)
 
-    @property
-    def module(self) -> ReplayLearner:
-        assert self.trainer is not None
-        return cast(ReplayLearner, self.trainer.lightning_module)
-
     # ------------------------------------------------------------------ stream
-    def _next_batch(self) -> dict[str, Any]:
-        spec: ReplaySpec = self.module.replay_spec
+    def _can_sample(self) -> bool:
         assert self.buffer is not None
-        while self.pending_gradient_steps == 0:
+        spec = self.spec
+        if isinstance(spec, SequenceSpec):
+            return self.buffer.can_sample_sequences(spec.length, spec.within_episode)
+        return self.buffer.can_sample(spec.n_step)
+
+    def _next_batch(self) -> dict[str, Any]:
+        spec, buffer = self.spec, self.buffer
+        assert buffer is not None
+        while self.owed_updates == 0 or not self._can_sample():
             if self.env_steps >= self.total_env_steps:
                 assert self.trainer is not None
                 self.trainer.should_stop = True
                 raise StopIteration
             self._collect(spec)
-            if self.env_steps >= spec.learning_starts and self.buffer.can_sample():
-                self.pending_gradient_steps = spec.gradient_steps
-        self.pending_gradient_steps -= 1
-        batch = self.buffer.sample(spec.batch_size, n_step=self.buffer.n_step, gamma=spec.gamma)
+        self.owed_updates -= 1
+        if isinstance(spec, SequenceSpec):
+            batch = buffer.sample_sequences(
+                spec.batch_size, length=spec.length, within_episode=spec.within_episode
+            )
+        else:
+            n = spec.n_step or buffer.n_step
+            batch = buffer.sample(spec.batch_size, n_step=n, gamma=spec.gamma)
         out: dict[str, Any] = {k: torch.from_numpy(v) for k, v in batch.items()}
+        if type(buffer).update is not TrajectoryReplayBuffer.update:  # a priority rule
+            out["priorities"] = PriorityHandle(buffer, batch["indices"])
         out["env_step"] = self.env_steps
         return out
 
-    def _collect(self, spec: ReplaySpec) -> None:
-        """Step the envs up to the next multiple of ``train_every`` env steps."""
+    def _phase_target(self, spec: TransitionSpec | SequenceSpec) -> int:
+        """The env step at which this collect phase ends: ``learning_starts`` while the
+        data is random, else as soon as a whole gradient step is owed."""
         n = self.envs.num_envs
-        target = min(
-            (self.env_steps // spec.train_every + 1) * spec.train_every, self.total_env_steps
-        )
-        module, buffer = self.module, self.buffer
+        if self.env_steps < spec.learning_starts:
+            target = spec.learning_starts
+        else:
+            per_vector_step = n * spec.gradient_steps
+            vector_steps = -(-(spec.train_every - self.update_credit) // per_vector_step)
+            target = self.env_steps + max(vector_steps, 1) * n
+        return min(target, self.total_env_steps)
+
+    def _collect(self, spec: TransitionSpec | SequenceSpec) -> None:
+        """Step the envs to the end of the current phase and earn the gradient steps owed
+        for what was collected from ``learning_starts`` on."""
+        n = self.envs.num_envs
+        start, target = self.env_steps, self._phase_target(spec)
+        actor, buffer, step = self.actor, self.buffer, self.envs.step
         assert buffer is not None
         # Episode statistics run on python lists within the phase: for the usual handful of
         # envs, scalar adds cost a fraction of numpy's per-call overhead on tiny arrays.
@@ -118,8 +144,9 @@ class ReplayDataModule(EnvStreamDataModule):
                 if self.env_steps < spec.learning_starts:
                     actions = random_actions(self.action_space, n, self.rng)
                 else:
-                    actions = module.act(self.obs, explore=True, env_step=self.env_steps)
-                next_obs, reward, terminated, truncated, info = self.envs.step(actions)
+                    actor.env_step = self.env_steps
+                    actions = actor.act(self.obs, first=self.first)
+                next_obs, reward, terminated, truncated, info = step(actions)
                 buffer.add(
                     action=actions,
                     reward=reward,
@@ -141,16 +168,24 @@ class ReplayDataModule(EnvStreamDataModule):
                 prev_done = done.tolist()
                 if any(prev_done):
                     self._end_episodes(prev_done, ep_return, ep_length)
+                self.first = self.prev_done  # an env that autoreset now sees a first obs
                 self.prev_done = done
                 self.obs = next_obs
                 self.env_steps += n
         finally:
             self.ep_return = np.array(ep_return, dtype=np.float64)
             self.ep_length = np.array(ep_length, dtype=np.int64)
+        if start < spec.learning_starts <= self.env_steps:
+            self.owed_updates += spec.initial_updates
+        learnt = self.env_steps - max(start, spec.learning_starts)
+        if learnt > 0:
+            self.update_credit += learnt * spec.gradient_steps
+            self.owed_updates += self.update_credit // spec.train_every
+            self.update_credit %= spec.train_every
 
     def _end_episodes(self, done: list[bool], ep_return: list[float], ep_length: list[int]) -> None:
         """Log ``rollout/*`` for the envs whose episode ``done`` marks, and zero their sums."""
-        metrics = self.module.metrics
+        metrics = self.metrics
         for i, d in enumerate(done):
             if d:
                 metrics.add("rollout/episode_return", ep_return[i])
@@ -158,18 +193,13 @@ class ReplayDataModule(EnvStreamDataModule):
                 ep_return[i], ep_length[i] = 0.0, 0
                 self.episodes += 1
 
-    def update_priorities(self, indices: torch.Tensor, loss: torch.Tensor) -> None:
-        """Forward per-sample losses to a prioritized buffer (no-op for uniform replay)."""
-        assert self.buffer is not None
-        if type(self.buffer).update is not TrajectoryReplayBuffer.update:
-            self.buffer.update(indices.numpy(), loss.cpu().numpy())
-
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         assert self.buffer is not None
         return {
             **self.stream_state(),
-            "pending_gradient_steps": self.pending_gradient_steps,
+            "owed_updates": self.owed_updates,
+            "update_credit": self.update_credit,
             "buffer": self.buffer.state_dict(),
         }
 
@@ -177,9 +207,10 @@ class ReplayDataModule(EnvStreamDataModule):
         assert self.buffer is not None
         try:
             self.load_stream_state(state)
-            self.pending_gradient_steps = state["pending_gradient_steps"]
+            self.owed_updates = state["owed_updates"]
+            self.update_credit = state["update_credit"]
             self.buffer.load_state_dict(state["buffer"])
-        except (KeyError, ValueError, pickle.UnpicklingError) as e:
+        except (KeyError, ValueError, TypeError, pickle.UnpicklingError) as e:
             raise self.checkpoint_error(e) from e
         if not self.buffer.started:  # buffer saved without contents (buffer.checkpoint=false)
             self.buffer.start(self.obs)

@@ -35,13 +35,14 @@ import dataclasses
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from rlbench.data.base import EnvStreamDataModule
+from rlbench.data.protocol import MetricSink, RolloutActor
 from rlbench.envs import EnvFactory
 from rlbench.errors import ConfigError
 from rlbench.losses import gae, returns_to_go
@@ -83,14 +84,7 @@ class RolloutSpec:
 
 
 class RolloutLearner(Protocol):
-    """What the rollout DataModule needs of its module."""
-
-    rollout_spec: RolloutSpec
-    metrics: Any
-
-    def rollout_act(self, obs: np.ndarray, *, env_step: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(actions, log_prob)`` for ``(N, *obs_shape)`` under the current policy."""
-        ...
+    """The learner-side hooks the rollout DataModule calls once per rollout (the module)."""
 
     def rollout_values(self, obs: np.ndarray) -> np.ndarray:
         """``(B,)`` values of ``(B, *obs_shape)`` (zeros without a critic)."""
@@ -128,6 +122,11 @@ class RolloutDataModule(EnvStreamDataModule):
 
     Args:
         env: factory of the training vector env (``env.*``).
+        spec: the rollout schedule (``module.data_spec``).
+        actor: the training actor, sampling actions with their log-probabilities.
+        learner: the hooks called once per rollout (values, ``prepare_rollout``,
+            ``finish_rollout``): the module.
+        metrics: where ``rollout/*`` episode statistics go (``module.metrics``).
         seed: envs are first reset with ``seed`` (env ``i`` gets ``seed + i``); the
             generators for episode reset seeds and minibatch permutations derive from it.
         total_env_steps: no rollout starts once this many env steps were collected.
@@ -139,8 +138,28 @@ class RolloutDataModule(EnvStreamDataModule):
     ``last`` (this is the rollout's last minibatch: the next ``next()`` collects anew).
     """
 
-    def __init__(self, *, env: EnvFactory, seed: int, total_env_steps: int) -> None:
-        super().__init__(env=env, seed=seed, total_env_steps=total_env_steps, rng_stream=3)
+    def __init__(
+        self,
+        *,
+        env: EnvFactory,
+        spec: RolloutSpec,
+        actor: RolloutActor,
+        learner: RolloutLearner,
+        metrics: MetricSink,
+        seed: int,
+        total_env_steps: int,
+    ) -> None:
+        super().__init__(
+            env=env,
+            seed=seed,
+            total_env_steps=total_env_steps,
+            rng_stream=3,
+            actor=actor,
+            metrics=metrics,
+        )
+        self.spec = spec
+        self.rollout_actor = actor
+        self.learner = learner
         self.rollouts = 0
         self.perm_rng = torch.Generator().manual_seed(
             int(np.random.SeedSequence([seed, 4]).generate_state(1)[0])
@@ -155,15 +174,10 @@ class RolloutDataModule(EnvStreamDataModule):
         self._shuffled: dict[str, torch.Tensor] | None = None  # batch[perm], not saved
 
     # ------------------------------------------------------------------ setup
-    @property
-    def module(self) -> RolloutLearner:
-        assert self.trainer is not None
-        return cast(RolloutLearner, self.trainer.lightning_module)
-
     def setup(self, stage: str) -> None:
         if self.envs is not None:
             return
-        spec = self.module.rollout_spec
+        spec = self.spec
         n = self.env_factory.num_envs
         check_rollout_spec(spec, num_envs=n)
         factory = self.env_factory
@@ -179,7 +193,7 @@ class RolloutDataModule(EnvStreamDataModule):
 
     # ------------------------------------------------------------------ stream
     def _next_batch(self) -> dict[str, Any]:
-        spec = self.module.rollout_spec
+        spec = self.spec
         while self.batch is None:
             if self.env_steps >= self.total_env_steps:
                 assert self.trainer is not None
@@ -217,7 +231,7 @@ class RolloutDataModule(EnvStreamDataModule):
         start = self.env_steps
         collect = self._collect_steps if spec.mode == "steps" else self._collect_episodes
         grid, bootstrap_obs = collect(spec)
-        module = self.module
+        module = self.learner
         # values of every observation in one batched forward (the weights did not change
         # while collecting): V(s_t), and V of the observation each cut chain continues from
         obs = grid["obs"]
@@ -277,7 +291,7 @@ class RolloutDataModule(EnvStreamDataModule):
         Returns the grid (without values) and the observation after the last step.
         """
         T, n = spec.num_steps, self.envs.num_envs
-        act, step = self.module.rollout_act, self.envs.step
+        actor, step = self.rollout_actor, self.envs.step
         clip = self._action_clip()
         current = np.asarray(self.obs)
         obs = np.empty((T, *current.shape), dtype=current.dtype)
@@ -288,11 +302,14 @@ class RolloutDataModule(EnvStreamDataModule):
         terminated = np.empty((T, n), dtype=np.bool_)
         truncated = np.empty((T, n), dtype=np.bool_)
         for t in range(T):  # kept lean: everything per-row is vectorized below
-            a, lp = act(self.obs, env_step=self.env_steps)
+            actor.env_step = self.env_steps
+            a, lp = actor.act_with_log_prob(self.obs, first=self.first)
             if actions is None:
                 actions = np.empty((T, *a.shape), dtype=a.dtype)
             obs[t], actions[t], log_prob[t] = self.obs, a, lp
             self.obs, r, terminated[t], truncated[t], info = step(a if clip is None else clip(a))
+            # an env whose previous step ended its episode autoreset: it now sees a first obs
+            self.first = self.prev_done if t == 0 else terminated[t - 1] | truncated[t - 1]
             reward[t] = r
             if "raw_reward" in info:
                 if raw_reward is reward:
@@ -333,15 +350,17 @@ class RolloutDataModule(EnvStreamDataModule):
     def _collect_wave(self, seeds: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """One episode in each env, every env reset with its seed: a grid ``(T_wave, N)``
         and the envs' final observations ``(N, *obs_shape)``."""
-        act, envs = self.module.rollout_act, self.envs
+        actor, envs = self.rollout_actor, self.envs
         clip = self._action_clip()
         n = envs.num_envs
         if self.backend == "native":  # one generator for all envs: one seed
             self.obs, _ = envs.reset(seed=int(seeds[0]))
         else:
             self.obs, _ = envs.reset(seed=[int(s) for s in seeds])
+        self.prev_done = np.zeros(n, dtype=np.bool_)
         self.ep_return[:] = 0.0
         self.ep_length[:] = 0
+        self.first = np.ones(n, dtype=np.bool_)
         active = np.ones(n, dtype=np.bool_)
         final_obs = np.zeros_like(np.asarray(self.obs))
         keys = ("obs", "action", "log_prob", "reward", "terminated", "truncated", "valid")
@@ -354,8 +373,11 @@ class RolloutDataModule(EnvStreamDataModule):
                     "steps; episode-mode algorithms need episodes that end "
                     "(set env.max_episode_steps)"
                 )
-            a, lp = act(self.obs, env_step=self.env_steps)
+            actor.env_step = self.env_steps
+            a, lp = actor.act_with_log_prob(self.obs, first=self.first)
             next_obs, r, te, tr, info = envs.step(a if clip is None else clip(a))
+            self.first = self.prev_done  # autoreset after an episode end: a first obs
+            self.prev_done = te | tr
             te, tr = te & active, tr & active
             done = te | tr
             for key, value in zip(
@@ -369,7 +391,7 @@ class RolloutDataModule(EnvStreamDataModule):
             self.env_steps += int(active.sum())
             active &= ~done
             self.obs = next_obs
-        self.prev_done[:] = True  # every env ended its episode (the next wave resets them)
+        self.prev_done = np.ones(n, dtype=np.bool_)  # all ended (the next wave resets them)
         grid = {k: np.stack(v) for k, v in rows.items()}
         self._track_episodes(
             np.stack(raw_rewards), grid["terminated"] | grid["truncated"], grid["valid"]
@@ -401,7 +423,7 @@ class RolloutDataModule(EnvStreamDataModule):
         """``rollout/*`` episode statistics from a rollout's rows ``(T, N)``: the env's raw
         rewards (before any normalization), episode ends and valid (real) steps. Returns
         and lengths of episodes still running carry over to the next rollout."""
-        metrics = self.module.metrics
+        metrics = self.metrics
         start = 0
         for t in np.flatnonzero(dones.any(axis=1)):  # rows where some episode ended
             self.ep_return += np.where(valid[start : t + 1], reward[start : t + 1], 0.0).sum(0)

@@ -441,6 +441,8 @@ class AtariFactory(EnvFactory):
     """
 
     id: str = ""
+    num_envs: int = 8
+    vectorization: str = "native"
     game: str = "breakout"
     frame_skip: int = 4
     frame_stack: int = 4
