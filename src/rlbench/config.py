@@ -92,6 +92,17 @@ class NatureCNNConfig:
 
 
 @dataclass
+class DataEfficientCNNConfig:
+    _target_: str = "rlbench.networks.cnn.DataEfficientCNN"
+    _partial_: bool = True
+    hidden: int = 256
+    input_scale: float = 1.0 / 255.0
+    dueling: bool = False  # Q-head options, as in NetworkConfig
+    noisy: bool = False
+    sigma0: float = 0.5
+
+
+@dataclass
 class ImpalaCNNConfig:
     _target_: str = "rlbench.networks.cnn.ImpalaCNN"
     _partial_: bool = True
@@ -390,6 +401,7 @@ def register_configs() -> None:
     cs.store(name="schema_env_minatar", node=MinAtarEnvConfig)
     cs.store(name="schema_env_mujoco", node=MuJoCoEnvConfig)
     cs.store(name="schema_network_nature_cnn", node=NatureCNNConfig)
+    cs.store(name="schema_network_der_cnn", node=DataEfficientCNNConfig)
     cs.store(name="schema_network_impala_cnn", node=ImpalaCNNConfig)
     cs.store(name="schema_network_minatar_cnn", node=MinAtarCNNConfig)
     cs.store(name="schema_network_auto", node=AutoNetworkConfig)

@@ -76,9 +76,25 @@ class InterruptAtEnvStep(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.datamodule.env_steps >= self.env_step:  # type: ignore[attr-defined]
             callbacks = trainer.callbacks  # type: ignore[attr-defined]
-            next(cb for cb in callbacks if type(cb).__name__ == "CheckpointCallback").interrupted = (
-                True
-            )
+            next(
+                cb for cb in callbacks if type(cb).__name__ == "CheckpointCallback"
+            ).interrupted = True
+
+
+def assert_same(a: Any, b: Any, where: str) -> None:
+    """Tensors, containers and scalars equal all the way down."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 def test_every_algo_config_is_covered() -> None:
@@ -124,9 +140,7 @@ def test_trains_and_resumes_identically(
     assert resumed["eval_return_mean"] == done["eval_return_mean"]
     assert read_metrics(cut) == read_metrics(straight)
     a, b = checkpoint(cut), checkpoint(straight)
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert_same(a["state_dict"], b["state_dict"], "state_dict")
     data_key = next(k for k in b if k.endswith("DataModule"))
     assert repr(a[data_key]["actor"]) == repr(b[data_key]["actor"])  # the actor's RNG too
 
@@ -150,5 +164,5 @@ def test_a_non_finite_loss_stops_the_run_naming_metric_and_update(
     with pytest.raises(NonFiniteLossError) as info:
         train_in_process(tmp_path, overrides(algo))
     message = str(info.value)
-    assert poisoned and f"non-finite {poisoned[0]} at update 3 " in message, message
+    assert poisoned and f"non-finite loss {poisoned[0]} at update 3 " in message, message
     assert "\n" not in message

@@ -153,8 +153,14 @@ def test_mujoco_episode_video_headless(tmp_path: Path) -> None:
     from rlbench.envs.mujoco import MuJoCoFactory
 
     class Still:
-        def act(self, obs: np.ndarray, *, explore: bool, env_step: int) -> np.ndarray:
-            assert obs.shape == (1, 11) and not explore
+        env_step = 0
+
+        def make_actor(self, *, num_envs: int, mode: str, **_: object) -> Still:
+            assert num_envs == 1 and mode == "eval"
+            return self
+
+        def act(self, obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
+            assert obs.shape == (1, 11) and first.shape == (1,)
             return np.zeros((len(obs), 3), dtype=np.float32)
 
     factory = MuJoCoFactory(id="Hopper-v5", normalize_obs=True)

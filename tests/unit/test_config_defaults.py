@@ -98,7 +98,12 @@ def base_yamls() -> list[tuple[str, str]]:
 
 def test_base_yamls_are_found() -> None:
     names = {y for y, _ in base_yamls()}
-    assert {"algo/dqn.yaml", "algo/ppo.yaml", "algo/sac.yaml", "sampler/epsilon_greedy.yaml"} <= names
+    assert {
+        "algo/dqn.yaml",
+        "algo/ppo.yaml",
+        "algo/sac.yaml",
+        "sampler/epsilon_greedy.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path,schema", base_yamls())

@@ -154,7 +154,7 @@ def test_temperature_loss_by_hand_and_its_gradient_sign() -> None:
     log_prob = torch.tensor([-1.0, 3.0], requires_grad=True)
     loss = sac_temperature_loss(log_alpha, log_prob, target_entropy=-2.0)
     # -(0.5 * mean([-1 - 2, 3 - 2])) = -(0.5 * -1) = 0.5
-    assert float(loss) == pytest.approx(0.5)
+    assert float(loss.detach()) == pytest.approx(0.5)
     loss.backward()
     assert log_alpha.grad is not None and float(log_alpha.grad) == pytest.approx(0.5)
     assert log_prob.grad is None  # the policy gets no gradient from the temperature loss
@@ -394,6 +394,10 @@ class Recorder(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, sac: L.LightningModule, *_: Any) -> None:
         assert isinstance(sac, SAC)
+        if sac.updates == len(self.batches):  # the iterator's end: Lightning's last call
+            self.rng_states.pop()
+            self.nets.pop()
+            return
         self.batches.append((self._before, snapshot(sac)))
 
 

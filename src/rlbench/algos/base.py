@@ -312,7 +312,7 @@ class RLModule(L.LightningModule):
             first = int((~finite).nonzero()[0, 0])
             step = self.metrics.totals[name] - len(values) + first + 1
             raise NonFiniteLossError(
-                f"non-finite {name} at update {step} (env step <= {env_step}); "
+                f"non-finite loss {name} at update {step} (env step <= {env_step}); "
                 "stopped, the last good checkpoint is kept"
             )
 

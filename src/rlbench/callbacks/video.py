@@ -28,8 +28,10 @@ from rlbench.data.protocol import datamodule_of
 from rlbench.envs import EVAL_SEED_OFFSET, EnvFactory
 from rlbench.errors import ConfigError
 
-# pygame (classic-control frames) needs no sound: without this SDL probes the audio servers
-# and prints "error: XDG_RUNTIME_DIR is invalid or not set" on machines without a session
+# pygame draws classic-control frames offscreen: no window, no sound. Without these SDL
+# probes the display and audio servers, and prints "error: XDG_RUNTIME_DIR is invalid or not
+# set in the environment" on machines without a desktop session
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 

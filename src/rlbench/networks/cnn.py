@@ -7,6 +7,8 @@ channel-first ``(C, H, W)`` -- and are converted to float and scaled *inside* th
 (``x.float() * input_scale``), so replay memory stays one byte per pixel.
 
 - ``NatureCNN``: Mnih et al. 2015 (DQN): 32 8x8/4, 64 4x4/2, 64 3x3/1, then 512 units.
+- ``DataEfficientCNN``: van Hasselt et al. 2019 (data-efficient Rainbow, Atari 100k):
+  32 5x5/5, 64 5x5/5, then 256 units.
 - ``ImpalaCNN``: Espeholt et al. 2018: three stacks of conv 3x3, max-pool 3x3/2 and two
   residual blocks (16, 32, 32 channels), then 256 units.
 - ``MinAtarCNN``: Young & Tian 2019: one conv 3x3/1 with 16 channels, then 128 units.
@@ -94,6 +96,35 @@ class NatureCNN(_ImageEncoder):
             nn.Conv2d(32, 64, 4, stride=2),
             nn.ReLU(),
             nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+        )
+        super().__init__(convs, shape, hidden, input_scale)
+
+
+class DataEfficientCNN(_ImageEncoder):
+    """Data-efficient Rainbow's torso (van Hasselt et al. 2019, appendix): two strided convs
+    ``32 5x5/5, 64 5x5/5`` (84x84 -> 16x16 -> 3x3), then ``hidden`` units (256 there).
+
+    Args:
+        in_shape: ``(C, H, W)``, e.g. ``(4, 84, 84)`` stacked Atari frames.
+        hidden: width of the fully connected layer (``out_features``).
+        input_scale: multiplies the float input (1/255 for uint8 pixels).
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int] | int,
+        *,
+        hidden: int = 256,
+        input_scale: float = PIXEL_SCALE,
+    ) -> None:
+        shape = _image_shape(in_shape, "der_cnn")
+        if min(shape[1:]) < 25:
+            raise ConfigError(f"network=der_cnn needs images of at least 25x25; got {shape}")
+        convs = nn.Sequential(
+            nn.Conv2d(shape[0], 32, 5, stride=5),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 5, stride=5),
             nn.ReLU(),
         )
         super().__init__(convs, shape, hidden, input_scale)
