@@ -154,10 +154,10 @@ def test_a_non_finite_loss_stops_the_run_naming_metric_and_update(
 
     def poisoning_add(self: MetricAccumulator, name: str, value: Any) -> None:
         # the third value of the first loss metric logged becomes NaN
-        if name.startswith("train/") and "loss" in name and not poisoned:
-            if self.totals[name] == 2:
-                poisoned.append(name)
-                value = torch.tensor(float("nan"))
+        loss = name.startswith("train/") and "loss" in name
+        if loss and not poisoned and self.totals[name] == 2:
+            poisoned.append(name)
+            value = torch.tensor(float("nan"))
         add(self, name, value)
 
     monkeypatch.setattr(MetricAccumulator, "add", poisoning_add)
