@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -229,10 +230,7 @@ def scalar_td(
     q_taken = torch.stack([q[i, int(batch["action"][i])] for i in range(B)])
     with torch.no_grad():
         next_t = target(batch["next_obs"])
-        if double:
-            best = online(batch["next_obs"]).argmax(dim=1)
-        else:
-            best = next_t.argmax(dim=1)
+        best = (online(batch["next_obs"]) if double else next_t).argmax(dim=1)
         next_v = torch.stack([next_t[i, int(best[i])] for i in range(B)])
         y = batch["reward"] + batch["discount"] * next_v
     return q_taken, y
@@ -485,9 +483,9 @@ def test_noisy_nets_redraw_noise_per_gradient_step_in_both_nets() -> None:
     rec = fit(dqn, batches)
     seen_online = [initial_online] + [s.noise_online for s in rec.steps]
     seen_target = [initial_target] + [s.noise_target for s in rec.steps]
-    for a, b in zip(seen_online, seen_online[1:]):
+    for a, b in itertools.pairwise(seen_online):
         assert not any(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    for a, b in zip(seen_target, seen_target[1:]):
+    for a, b in itertools.pairwise(seen_target):
         assert not any(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     for step in rec.steps:  # online and target draw from their own generators
         assert not torch.equal(step.noise_online[0], step.noise_target[0])

@@ -60,11 +60,41 @@ class QActor:
         rng: the generator of exploration draws.
     """
 
-    def __init__(self, module: DQN, *, explore: bool, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        module: DQN,
+        *,
+        explore: bool,
+        rng: np.random.Generator,
+        noise_seed: int | None = None,
+    ) -> None:
         self.module = module
         self.explore = explore
         self.rng = rng
         self.env_step = 0
+        # A sampled evaluation draws noisy-net noise from generators of its own, so it never
+        # moves the training actor's noise stream and stays a function of weights and seed.
+        self.noise_generators: list[torch.Generator] | None = None
+        if noise_seed is not None and module.head_options.noisy:
+            self.noise_generators = [
+                torch.Generator().manual_seed(derive_seed(noise_seed, 7, i))
+                for i, _ in enumerate(module.head.noisy_layers())
+            ]
+
+    def _redraw_noise(self) -> None:
+        head = self.module.head
+        if self.noise_generators is None:
+            head.reset_noise()
+            return
+        layers = list(head.noisy_layers())
+        own = [layer.generator for layer in layers]
+        for layer, g in zip(layers, self.noise_generators, strict=True):
+            layer.generator = g
+        try:
+            head.reset_noise()
+        finally:
+            for layer, g in zip(layers, own, strict=True):
+                layer.generator = g
 
     def act(self, obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
         """Actions ``(N,)`` for observations ``(N, *obs_shape)``."""
@@ -72,15 +102,20 @@ class QActor:
         if m.head_options.noisy:  # fresh noise per exploring step; mean weights otherwise
             m.head.set_noise(self.explore)
             if self.explore:
-                m.head.reset_noise()
+                self._redraw_noise()
         scores = LazyScores(m._q_fn(), obs, m.num_actions)
         return m.sampler(scores, step=self.env_step, rng=self.rng, explore=self.explore)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state}
+        state: dict[str, Any] = {"rng": self.rng.bit_generator.state}
+        if self.noise_generators is not None:
+            state["noise"] = [g.get_state() for g in self.noise_generators]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+        for g, saved in zip(self.noise_generators or [], state.get("noise", []), strict=False):
+            g.set_state(saved)
 
 
 #: env step that puts every exploration schedule at its end (sampled evaluation)
@@ -226,7 +261,9 @@ class DQN(RLModule):
         self.check_mode(mode)
         if mode == "train":
             return QActor(self, explore=True, rng=np.random.default_rng([self.seed, 1]))
-        actor = QActor(self, explore=not deterministic, rng=np.random.default_rng([seed, 5]))
+        actor = QActor(
+            self, explore=not deterministic, rng=np.random.default_rng([seed, 5]), noise_seed=seed
+        )
         actor.env_step = SCHEDULE_END
         return actor
 
