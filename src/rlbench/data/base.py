@@ -89,6 +89,8 @@ class EnvStreamDataModule(L.LightningDataModule):
         self.observation_space, self.action_space = env.spaces()
         self.envs: Any = None
         self.env_steps = 0
+        # env steps are simulator steps: each env's agent step adds the env's action repeat
+        self.step_multiplier = env.step_multiplier
         self.episodes = 0
         self.rng = np.random.default_rng([seed, rng_stream])
         self._restored_rng: dict[str, Any] | None = None

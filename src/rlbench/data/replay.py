@@ -117,7 +117,7 @@ class ReplayDataModule(EnvStreamDataModule):
     def _phase_target(self, spec: TransitionSpec | SequenceSpec) -> int:
         """The env step at which this collect phase ends: ``learning_starts`` while the
         data is random, else as soon as a whole gradient step is owed."""
-        n = self.envs.num_envs
+        n = self.envs.num_envs * self.step_multiplier  # env steps per vector step
         if self.env_steps < spec.learning_starts:
             target = spec.learning_starts
         else:
@@ -130,6 +130,7 @@ class ReplayDataModule(EnvStreamDataModule):
         """Step the envs to the end of the current phase and earn the gradient steps owed
         for what was collected from ``learning_starts`` on."""
         n = self.envs.num_envs
+        stride = n * self.step_multiplier  # env steps per vector step
         start, target = self.env_steps, self._phase_target(spec)
         actor, buffer, step = self.actor, self.buffer, self.envs.step
         assert buffer is not None
@@ -171,7 +172,7 @@ class ReplayDataModule(EnvStreamDataModule):
                 self.first = self.prev_done  # an env that autoreset now sees a first obs
                 self.prev_done = done
                 self.obs = next_obs
-                self.env_steps += n
+                self.env_steps += stride
         finally:
             self.ep_return = np.array(ep_return, dtype=np.float64)
             self.ep_length = np.array(ep_length, dtype=np.int64)

@@ -315,7 +315,7 @@ class RolloutDataModule(EnvStreamDataModule):
                 if raw_reward is reward:
                     raw_reward = np.empty((T, n), dtype=np.float64)
                 raw_reward[t] = info["raw_reward"]
-            self.env_steps += n
+            self.env_steps += n * self.step_multiplier
         assert actions is not None
         dones = terminated | truncated
         # a row right after an episode end only reset its env (NEXT_STEP autoreset)
@@ -388,7 +388,7 @@ class RolloutDataModule(EnvStreamDataModule):
                 rows[key].append(value)
             raw_rewards.append(info.get("raw_reward", r))
             final_obs[done] = next_obs[done]
-            self.env_steps += int(active.sum())
+            self.env_steps += int(active.sum()) * self.step_multiplier
             active &= ~done
             self.obs = next_obs
         self.prev_done = np.ones(n, dtype=np.bool_)  # all ended (the next wave resets them)

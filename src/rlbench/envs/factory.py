@@ -119,6 +119,13 @@ class EnvFactory:
             )
         check_env_id(self.id)
 
+    @property
+    def step_multiplier(self) -> int:
+        """Env steps one agent step of one env counts for (the action repeat of families
+        that repeat actions inside the env, such as DeepMind Control): ``env_steps`` count
+        simulator steps, the unit of published learning curves."""
+        return 1
+
     def backend(self, num_envs: int) -> str:
         """The vectorization used for ``num_envs`` envs."""
         has_native = check_env_id(self.id).vector_entry_point is not None
