@@ -74,7 +74,8 @@ class SAC(RLModule):
         target_update_every: gradient steps between target updates.
         policy_frequency: the actor (and temperature) learn every this many gradient
             steps, that many times (TD3-style delay with CleanRL's compensation).
-        alpha: initial temperature (the fixed one without ``autotune``).
+        alpha: the fixed temperature (without ``autotune``).
+        alpha_init: the temperature ``autotune`` starts from (1, as CleanRL and SB3).
         autotune: learn the temperature towards the entropy ``target_entropy``
             (``None``: ``-dim(A)``).
         log_std_min, log_std_max: bounds of the policy's log standard deviation.
@@ -97,6 +98,7 @@ class SAC(RLModule):
         target_update_every: int = 1,
         policy_frequency: int = 2,
         alpha: float = 0.2,
+        alpha_init: float = 1.0,
         autotune: bool = True,
         target_entropy: float | None = None,
         log_std_min: float = -5.0,
@@ -120,13 +122,14 @@ class SAC(RLModule):
             raise ConfigError(
                 f"algo.log_std_min={log_std_min}, algo.log_std_max={log_std_max}: need min < max"
             )
-        if alpha <= 0:
-            raise ConfigError(f"algo.alpha={alpha}: must be > 0")
+        for key, value in (("alpha", alpha), ("alpha_init", alpha_init)):
+            if value <= 0:
+                raise ConfigError(f"algo.{key}={value}: must be > 0")
         self.network_factory = network
         self.gamma, self.tau = gamma, tau
         self.target_update_every = target_update_every
         self.policy_frequency = policy_frequency
-        self.initial_alpha, self.autotune = alpha, autotune
+        self.initial_alpha, self.autotune = (alpha_init if autotune else alpha), autotune
         self.target_entropy_option = target_entropy
         self.log_std_bounds = (log_std_min, log_std_max)
         self._spec = TransitionSpec(
