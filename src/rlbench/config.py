@@ -69,6 +69,19 @@ class MuJoCoEnvConfig(EnvConfig):
 
 
 @dataclass
+class DMCEnvConfig(EnvConfig):
+    """``rlbench.envs.dmc.DMCFactory``: a DeepMind Control Suite task (``env=dmc``)."""
+
+    _target_: str = "rlbench.envs.dmc.DMCFactory"
+    id: str = "dm_control/${.task}-v0"
+    name: str = "${.task}"
+    task: str = "cheetah-run"
+    action_repeat: int = 1
+    rescale_actions: bool = True
+    score_range: list[float] | None = field(default_factory=lambda: [0.0, 1000.0])
+
+
+@dataclass
 class NetworkConfig:
     _target_: str = "rlbench.networks.MLP"
     _partial_: bool = True
@@ -229,7 +242,8 @@ class SACConfig:
     tau: float = 0.005
     target_update_every: int = 1
     policy_frequency: int = 2
-    alpha: float = 0.2
+    alpha: float = 0.2  # the fixed temperature (autotune=false)
+    alpha_init: float = 1.0  # where autotune starts (CleanRL and SB3: log alpha = 0)
     autotune: bool = True
     target_entropy: float | None = None  # null: -dim(A)
     log_std_min: float = -5.0
@@ -246,6 +260,58 @@ class SACConfig:
     )
     alpha_optimizer: ClippedOptimizerConfig = field(
         default_factory=lambda: ClippedOptimizerConfig(lr=1e-3)
+    )
+
+
+@dataclass
+class TDMPC2Config:
+    """``rlbench.algos.tdmpc2.TDMPC2``; defaults follow the authors' ``tdmpc2/config.yaml``."""
+
+    _target_: str = "rlbench.algos.tdmpc2.TDMPC2"
+    name: str = "tdmpc2"
+    size: str = "1M"  # the authors' presets: 1M, 5M, 19M, 48M, 317M
+    enc_dim: int | None = None  # null: from the size preset (and the next four)
+    mlp_dim: int | None = None
+    latent_dim: int | None = None
+    num_enc_layers: int | None = None
+    num_q: int | None = None
+    simnorm_dim: int = 8
+    dropout: float = 0.01
+    num_bins: int = 101
+    vmin: float = -10.0
+    vmax: float = 10.0
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+    entropy_coef: float = 1e-4
+    horizon: int = 3
+    rho: float = 0.5
+    consistency_coef: float = 20.0
+    reward_coef: float = 0.1
+    value_coef: float = 0.1
+    tau: float = 0.01
+    discount: float | None = None  # null: from episode_length
+    episode_length: int = 1000
+    discount_denom: float = 5.0
+    discount_min: float = 0.95
+    discount_max: float = 0.995
+    iterations: int = 6
+    num_samples: int = 512
+    num_elites: int = 64
+    num_pi_trajs: int = 24
+    temperature: float = 0.5
+    min_std: float = 0.05
+    max_std: float = 2.0
+    batch_size: int = 256
+    learning_starts: int | None = None  # null: max(1000, 5 * episode_length)
+    initial_updates: int | None = None  # null: as many as learning_starts
+    train_every: int = 1
+    gradient_steps: int = 1
+    enc_lr_scale: float = 0.3
+    optimizer: ClippedOptimizerConfig = field(
+        default_factory=lambda: ClippedOptimizerConfig(lr=3e-4, max_grad_norm=20.0)
+    )
+    pi_optimizer: ClippedOptimizerConfig = field(
+        default_factory=lambda: ClippedOptimizerConfig(lr=3e-4, eps=1e-5, max_grad_norm=20.0)
     )
 
 
@@ -327,6 +393,8 @@ class TrainerConfig:
     stop_at_eval_return: float | None = None
     # evaluate the deterministic policy (greedy / the mode), or sample from it
     eval_deterministic: bool = True
+    # also keep checkpoints/best.ckpt: the weights of the best evaluation so far
+    keep_best: bool = True
 
 
 @dataclass
@@ -400,6 +468,7 @@ def register_configs() -> None:
     cs.store(name="schema_env_atari", node=AtariEnvConfig)
     cs.store(name="schema_env_minatar", node=MinAtarEnvConfig)
     cs.store(name="schema_env_mujoco", node=MuJoCoEnvConfig)
+    cs.store(name="schema_env_dmc", node=DMCEnvConfig)
     cs.store(name="schema_network_nature_cnn", node=NatureCNNConfig)
     cs.store(name="schema_network_der_cnn", node=DataEfficientCNNConfig)
     cs.store(name="schema_network_impala_cnn", node=ImpalaCNNConfig)
@@ -417,6 +486,7 @@ def register_configs() -> None:
     cs.store(name="schema_algo_reinforce_pp", node=ReinforcePPConfig)
     cs.store(name="schema_algo_ppo", node=PPOConfig)
     cs.store(name="schema_algo_sac", node=SACConfig)
+    cs.store(name="schema_algo_tdmpc2", node=TDMPC2Config)
     cs.store(name="schema_trainer", node=TrainerConfig)
     cs.store(name="schema_logger", node=LoggerConfig)
     cs.store(name="schema_logger_wandb", node=WandbLoggerConfig)

@@ -371,3 +371,90 @@ def sac_temperature_loss(
     ``alpha = exp(log_alpha)``; ``log_prob (B,)`` carries no gradient. Minimizing it raises
     alpha while the policy's entropy is below ``target_entropy`` (``-dim(A)``)."""
     return -(log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()
+
+
+# --- TD-MPC2 (Hansen, Su and Wang 2024) ---
+# Rewards and values are regressed as distributions over ``num_bins`` evenly spaced bins
+# on ``[vmin, vmax]`` in symlog space: a scalar target becomes a two-hot vector (its mass
+# split between the two nearest bins), predictions are logits trained by soft
+# cross-entropy and decoded as ``symexp(sum softmax(logits) * bins)``.
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) log(1 + |x|)``: compresses large magnitudes, keeps the sign (DreamerV3)."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) (exp(|x|) - 1)``, the inverse of ``symlog``."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def two_hot(x: torch.Tensor, *, num_bins: int, vmin: float, vmax: float) -> torch.Tensor:
+    """Two-hot encoding of ``symlog(x)`` (clamped to ``[vmin, vmax]``) over ``num_bins``
+    evenly spaced bins: ``x (...)`` -> ``(..., num_bins)``, each row summing to one, whose
+    expectation over the bin centres is ``symlog(x)`` exactly (inside the range)."""
+    bin_size = (vmax - vmin) / (num_bins - 1)
+    pos = (torch.clamp(symlog(x), vmin, vmax) - vmin) / bin_size  # in [0, num_bins - 1]
+    lower = torch.floor(pos).clamp(max=num_bins - 2)
+    upper_weight = (pos - lower).unsqueeze(-1)
+    lower_idx = lower.long().unsqueeze(-1)
+    out = torch.zeros(*x.shape, num_bins, dtype=x.dtype, device=x.device)
+    out.scatter_(-1, lower_idx, 1.0 - upper_weight)
+    out.scatter_(-1, lower_idx + 1, upper_weight)
+    return out
+
+
+def two_hot_inv(logits: torch.Tensor, *, num_bins: int, vmin: float, vmax: float) -> torch.Tensor:
+    """The scalar a distribution over the bins encodes: ``symexp(sum softmax(logits) *
+    bins)``; ``logits (..., num_bins)`` -> ``(...)``."""
+    bins = torch.linspace(vmin, vmax, num_bins, dtype=logits.dtype, device=logits.device)
+    return symexp(torch.matmul(torch.softmax(logits, dim=-1), bins))
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, *, num_bins: int, vmin: float, vmax: float
+) -> torch.Tensor:
+    """``-sum two_hot(target) * log_softmax(logits)``: ``logits (..., num_bins)`` against
+    scalar targets ``(...)`` (broadcast to the logits' leading shape) -> ``(...)``."""
+    target = torch.broadcast_to(target, logits.shape[:-1])
+    soft = two_hot(target, num_bins=num_bins, vmin=vmin, vmax=vmax)
+    return -(soft * F.log_softmax(logits, dim=-1)).sum(-1)
+
+
+def rho_weighted_mean(per_step: torch.Tensor, *, rho: float) -> torch.Tensor:
+    """``(1/T) sum_t rho^t mean(per_step[t])`` over the leading (time) axis of ``per_step
+    (T, ...)``: TD-MPC2's horizon weighting, later steps of a latent rollout counting less.
+
+    With the per-element losses of a horizon ``H`` this is the consistency loss (``T = H``,
+    squared errors ``(H, B, Z)``), the reward loss (cross-entropies ``(H, B)``), the value
+    loss (``(H, K, B)`` for ``K`` Q heads: the authors' sum over heads divided by ``H K``)
+    and the policy loss (``T = H + 1`` latents).
+    """
+    steps = per_step.shape[0]
+    weights = rho ** torch.arange(steps, dtype=per_step.dtype, device=per_step.device)
+    return (weights * per_step.reshape(steps, -1).mean(dim=1)).sum() / steps
+
+
+def episode_discount(
+    episode_length: int, *, denom: float = 5.0, low: float = 0.95, high: float = 0.995
+) -> float:
+    """TD-MPC2's discount from the episode length ``L``: ``(L/denom - 1) / (L/denom)``
+    clipped to ``[low, high]`` (0.99 for ``L = 500``, 0.995 for ``L = 1000``); its
+    effective horizon ``1 / (1 - gamma)`` is ``L / denom`` steps within the clip."""
+    frac = episode_length / denom
+    return min(max((frac - 1.0) / frac, low), high)
+
+
+def percentile_range(x: torch.Tensor, *, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+    """``max(quantile(x, high) - quantile(x, low), 1)`` over all of ``x`` (linear
+    interpolation between order statistics): the robust scale TD-MPC2 divides Q-values by
+    in the policy loss, kept as a running average (``torch.lerp`` by ``tau``)."""
+    q = torch.quantile(x.detach().reshape(-1).float(), x.new_tensor([low, high]).float())
+    return torch.clamp(q[1] - q[0], min=1.0).to(x.dtype)
+
+
+def gaussian_log_prob(eps: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``u = mean + exp(log_std) * eps`` under ``N(mean, exp(log_std))``,
+    summed over the last axis: ``sum(-eps^2 / 2 - log_std) - D log(2 pi) / 2``."""
+    return (-0.5 * eps.pow(2) - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * eps.shape[-1]

@@ -51,6 +51,9 @@ def overrides(algo: str) -> list[str]:
     ]
     algo_cfg = compose_cfg(args).algo
     small = {"learning_starts": 100, "batch_size": 16, "num_steps": 32, "episodes": 2}
+    # world-model widths and planner sizes (TD-MPC2) are the algorithm's own keys
+    small |= {"enc_dim": 16, "mlp_dim": 16, "latent_dim": 16, "initial_updates": 20}
+    small |= {"iterations": 2, "num_samples": 32, "num_elites": 4, "num_pi_trajs": 4}
     args += [f"algo.{k}={v}" for k, v in small.items() if k in algo_cfg]
     if "episodes" in algo_cfg and "group_size" in algo_cfg:
         args.append("algo.group_size=2")
