@@ -209,7 +209,12 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
 
     # evaluation envs: training-only options off, statistics (MuJoCo obs moments) from the
     # DataModule's current training envs
-    eval_env = env.for_evaluation(training_envs=lambda: getattr(datamodule, "envs", None))
+    from rlbench.callbacks.checkpoint import BEST_CHECKPOINT
+    from rlbench.callbacks.evaluation import TrainingEnvs
+
+    training_envs = TrainingEnvs(datamodule)
+    eval_env = env.for_evaluation(training_envs=training_envs)
+    keep_best = OmegaConf.select(cfg, "trainer.keep_best", default=True)  # older runs: no key
     callbacks: list[Any] = [
         EvalCallback(
             env=eval_env,
@@ -218,6 +223,8 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
             seed=cfg.seed,
             stop_at_return=cfg.trainer.stop_at_eval_return,
             deterministic=cfg.trainer.eval_deterministic,
+            best_path=run_dir / "checkpoints" / BEST_CHECKPOINT if keep_best else None,
+            training_envs=training_envs,
         ),
         MetricsFlush(every=cfg.trainer.log_every),
         CheckpointCallback(dirpath=run_dir / "checkpoints", every=cfg.trainer.checkpoint_every),
@@ -291,6 +298,7 @@ def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
     ckpt_cb = next(cb for cb in trainer.callbacks if type(cb).__name__ == "CheckpointCallback")
     eval_cb = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EvalCallback")
     last = eval_cb.last or {}
+    best = eval_cb.best or {}
     stopped_by = {"signal": (ckpt_cb.stop_signal or signal.SIGINT).name}
     return {
         "status": "interrupted" if ckpt_cb.interrupted else "completed",
@@ -300,6 +308,14 @@ def train(cfg: DictConfig, *, run_dir: Path) -> dict[str, Any]:
         "eval_return_std": last.get("eval/return_std"),
         "eval_episodes": int(last.get("eval/episodes", 0)),
         "eval_deterministic": bool(cfg.trainer.eval_deterministic),
+        # the best evaluation so far; its weights are checkpoints/best.ckpt (trainer.keep_best)
+        "best_eval_step": int(best["env_step"]) if best else None,
+        "best_eval_return_mean": best.get("eval/return_mean"),
+        "best_checkpoint": (
+            f"checkpoints/{eval_cb.best_path.name}"
+            if best and eval_cb.best_path is not None
+            else None
+        ),
         "wall_time_s": time.time() - start,
     }
 

@@ -25,6 +25,9 @@ RESULT_KEYS = {
     "eval_return_mean",
     "eval_return_std",
     "eval_episodes",
+    "best_eval_step",
+    "best_eval_return_mean",
+    "best_checkpoint",
     "wall_time_s",
 }
 

@@ -1,5 +1,7 @@
 """``checkpoints/last.ckpt`` every ``trainer.checkpoint_every`` env steps, at the end, and on
 Ctrl-C or SIGTERM (at the next step boundary, so the saved state is consistent).
+(``checkpoints/best.ckpt``, the weights of the best evaluation, is written by
+``callbacks.evaluation.EvalCallback``, which holds the evaluations.)
 
 SIGTERM is what ``kill``, SLURM (before preemption and at the time limit) and container
 runtimes send before they stop a process. In a submitit job (``hydra/launcher=submitit_*``)
@@ -19,6 +21,11 @@ from typing import Any
 import lightning as L
 
 from rlbench.data.protocol import datamodule_of
+
+#: In ``<run dir>/checkpoints/``: the resumable checkpoint of the latest state, and the
+#: weights of the best evaluation so far (``trainer.keep_best``; written by ``EvalCallback``).
+LAST_CHECKPOINT = "last.ckpt"
+BEST_CHECKPOINT = "best.ckpt"
 
 
 def preemption_signal() -> signal.Signals | None:
@@ -61,7 +68,7 @@ class CheckpointCallback(L.Callback):
 
     @property
     def path(self) -> Path:
-        return self.dirpath / "last.ckpt"
+        return self.dirpath / LAST_CHECKPOINT
 
     @property
     def state_key(self) -> str:
