@@ -241,6 +241,7 @@ def build(cfg: DictConfig, run_dir: Path, *, resume_step: int | None) -> tuple[A
                 seed=cfg.seed,
                 max_steps=cfg.video.max_steps,
                 tensorboard=cfg.video.tensorboard,
+                deterministic=cfg.trainer.eval_deterministic,
             )
         )
     if cfg.trainer.progress_bar:

@@ -814,6 +814,7 @@ def evaluate_run(
                 seed=seed,
                 env_step=env_step or 0,
                 max_steps=int(OmegaConf.select(cfg, "video.max_steps", default=10_000)),
+                deterministic=deterministic,
             )
             videos = [str(p.relative_to(run_dir)) for p in sorted(folder.glob(f"{stamp}-*.mp4"))]
     finally:

@@ -61,8 +61,10 @@ def record_episodes(
     env_step: int,
     max_steps: int,
     keep_frames: bool = False,
+    deterministic: bool = True,
 ) -> tuple[list[float], list[np.ndarray], int]:
-    """Play ``episodes`` deterministic episodes and write one mp4 each to ``folder``
+    """Play ``episodes`` evaluation episodes (the deterministic policy, or a sampled one
+    seeded like evaluation episode ``j``) and write one mp4 each to ``folder``
     (``<name_prefix>-episode-<j>.mp4``). Returns the episode returns, with ``keep_frames``
     the first episode's RGB frames ``(H, W, 3)`` uint8 (else ``[]``), and the video fps."""
     tap = _FrameTap(env_factory.render_env(), keep=keep_frames)
@@ -81,7 +83,12 @@ def record_episodes(
     try:
         for j in range(episodes):
             obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + j)
-            actor = module.make_actor(num_envs=1, mode="eval", seed=seed + EVAL_SEED_OFFSET + j)
+            actor = module.make_actor(
+                num_envs=1,
+                mode="eval",
+                deterministic=deterministic,
+                seed=seed + EVAL_SEED_OFFSET + j,
+            )
             total, done, steps = 0.0, False, 0
             first = np.ones(1, dtype=np.bool_)
             while not done and steps < max_steps:
@@ -146,6 +153,7 @@ class VideoCallback(L.Callback):
         seed: the run's seed (episode ``j`` is seeded as evaluation episode ``j``).
         max_steps: env steps per episode at most.
         tensorboard: also log the first episode to TensorBoard.
+        deterministic: record the deterministic policy (``trainer.eval_deterministic``).
     """
 
     def __init__(
@@ -158,8 +166,10 @@ class VideoCallback(L.Callback):
         seed: int = 0,
         max_steps: int = 10_000,
         tensorboard: bool = False,
+        deterministic: bool = True,
     ) -> None:
         self.env_factory = env
+        self.deterministic = deterministic
         self.dirpath = Path(dirpath)
         self.every = every
         self.episodes = episodes
@@ -207,6 +217,7 @@ class VideoCallback(L.Callback):
             env_step=env_step,
             max_steps=self.max_steps,
             keep_frames=self.tensorboard,
+            deterministic=self.deterministic,
         )
         self.files += sorted(self.dirpath.glob(f"{prefix}-episode-*.mp4"))
         if self.tensorboard:
