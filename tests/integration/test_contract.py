@@ -55,6 +55,8 @@ def overrides(algo: str) -> list[str]:
     small |= {"enc_dim": 16, "mlp_dim": 16, "latent_dim": 16, "initial_updates": 20}
     small |= {"iterations": 2, "num_samples": 32, "num_elites": 4, "num_pi_trajs": 4}
     args += [f"algo.{k}={v}" for k, v in small.items() if k in algo_cfg]
+    if "num_samples" in algo_cfg:  # a planner: each act plans, so fewer updates keep it short
+        args.append("algo.train_every=4")
     if "episodes" in algo_cfg and "group_size" in algo_cfg:
         args.append("algo.group_size=2")
     return args

@@ -96,7 +96,7 @@ def test_debug_run_writes_its_files_and_finite_losses(
     assert 200 < first_loss_step <= 300
     assert [int(r["env_step"]) for r in rows if r["eval/return_mean"]] == [500, 1000]
     alphas = column(rows, "train/alpha")
-    assert alphas[0] == pytest.approx(0.2, rel=0.05) and len(set(alphas)) > 3  # autotuned
+    assert alphas[0] == pytest.approx(1.0, rel=0.05) and len(set(alphas)) > 3  # alpha_init, tuned
     lengths = column(rows, "rollout/episode_length")
     if env == "inverted_pendulum":  # falls within a few dozen steps: terminations
         assert lengths and max(lengths) < 200
