@@ -24,7 +24,7 @@ run: $(STAMP)
 ## ruff, mypy and the test suite (learning checks included; under 10 minutes on 2 cores).
 test: $(STAMP) lint typecheck
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
