@@ -64,6 +64,7 @@ class ReplayDataModule(EnvStreamDataModule):
         self.buffer: TrajectoryReplayBuffer | None = None
         self.owed_updates = 0  # gradient steps earned and not yet yielded
         self.update_credit = 0  # earned fractions of a gradient step, in 1/train_every
+        self._sampleable = False  # derived from the buffer, not saved
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -85,11 +86,19 @@ class ReplayDataModule(EnvStreamDataModule):
 
     # ------------------------------------------------------------------ stream
     def _can_sample(self) -> bool:
+        """Whether the buffer holds the spec's data (a transition's n-step window, a whole
+        sequence). Checked until it first does, then kept: the check can cost a scan, and
+        a buffer that held windows only loses them all if every later episode is shorter
+        than one, which the sampler then reports as an error."""
+        if self._sampleable:
+            return True
         assert self.buffer is not None
         spec = self.spec
         if isinstance(spec, SequenceSpec):
-            return self.buffer.can_sample_sequences(spec.length, spec.within_episode)
-        return self.buffer.can_sample(spec.n_step)
+            self._sampleable = self.buffer.can_sample_sequences(spec.length, spec.within_episode)
+        else:
+            self._sampleable = self.buffer.can_sample(spec.n_step)
+        return self._sampleable
 
     def _next_batch(self) -> dict[str, Any]:
         spec, buffer = self.spec, self.buffer
