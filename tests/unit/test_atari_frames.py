@@ -19,13 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2  # noqa: F401  (Gymnasium's AtariPreprocessing resizes with OpenCV: a dev dependency)
 import numpy as np
 import pytest
 
 from rlbench.envs.atari import AtariFactory, NativeAtariVectorEnv
-
-pytest.importorskip("ale_py")
-pytest.importorskip("cv2", reason="Gymnasium's AtariPreprocessing resizes with OpenCV")
 
 GYM_IDS = {
     "breakout": "ALE/Breakout-v5",
