@@ -357,7 +357,7 @@ class Policy:
       ``first``, where a stateful actor resets its per-env state).
     - ``act(obs, first=first)``: actions ``(N, ...)`` for observations ``(N, ...)`` of the
       policy's ``num_envs`` envs, ``first[i]`` marking env ``i``'s first observation of an
-      episode -- the ``Actor`` protocol (``data/protocol.py``), usable wherever an actor is.
+      episode -- the ``Actor`` protocol (``rlbench/specs.py``), usable wherever an actor is.
 
     Observations are the env's own: the run's observation normalization (MuJoCo
     ``env.normalize_obs``) is applied here, with the statistics saved with the weights.

@@ -7,7 +7,7 @@ An algorithm is an ``RLModule`` subclass. It must implement:
   the kinds it takes, checked before ``build``);
 - ``data_spec``: what it learns from (``TransitionSpec``, ``SequenceSpec`` or
   ``RolloutSpec``), which picks the DataModule;
-- ``make_actor(num_envs=N, mode="train" | "eval", ...)``: an ``Actor`` (``data/protocol.py``)
+- ``make_actor(num_envs=N, mode="train" | "eval", ...)``: an ``Actor`` (``rlbench/specs.py``)
   for N envs; the only way env-stepping code reaches the policy;
 - ``make_optimizers()``: named optimizers (``{"main": ...}``, or ``actor``, ``critic``,
   ``alpha``, ...); ``gradient_step(loss, params, optimizer=name, max_grad_norm=...)``
@@ -37,8 +37,8 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from rlbench.data.protocol import ACTOR_MODES, Actor, ReplaySpec, datamodule_of
 from rlbench.errors import ConfigError, NonFiniteLossError
+from rlbench.specs import ACTOR_MODES, Actor, ReplaySpec
 
 __all__ = ["MetricAccumulator", "RLModule", "ReplaySpec", "clip_grad_norm_", "split_clip"]
 
@@ -182,9 +182,11 @@ class RLModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self._direct_step = None  # decided again for each trainer (its callbacks may differ)
-        if not self.built:
-            dm = datamodule_of(self.trainer)
-            self.build_for(dm.observation_space, dm.action_space)
+        if not self.built:  # the module never asks the data side for its spaces
+            raise RuntimeError(
+                f"{type(self).__name__}: call build_for(observation_space, action_space) "
+                "before fit (cli.build_module does)"
+            )
 
     def build(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
         """Create networks for these single-env spaces (raise ConfigError if unsupported)."""

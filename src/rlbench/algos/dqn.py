@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from rlbench.algos.base import RLModule
-from rlbench.data.protocol import TransitionSpec
 from rlbench.errors import ConfigError
 from rlbench.losses import (
     categorical_loss,
@@ -47,6 +46,7 @@ from rlbench.losses import (
 from rlbench.networks import feature_dim, numpy_forward
 from rlbench.networks.heads import QHead, derive_seed, split_head_options
 from rlbench.samplers import ActionSampler, LazyScores
+from rlbench.specs import TransitionSpec
 
 
 class QActor:

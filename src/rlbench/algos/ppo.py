@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from rlbench.algos.reinforce import PolicyGradientModule, check_range
-from rlbench.data.rollout import RolloutSpec
 from rlbench.losses import ppo_policy_loss, ppo_value_loss, standardize
+from rlbench.specs import RolloutSpec
 
 
 class PPO(PolicyGradientModule):

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from rlbench.algos.base import RLModule
-from rlbench.data.rollout import RolloutSpec
 from rlbench.errors import ConfigError
 from rlbench.losses import explained_variance, standardize
 from rlbench.networks.policy import ActorCritic
+from rlbench.specs import RolloutSpec
 
 
 def check_range(

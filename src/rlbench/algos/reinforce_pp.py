@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from rlbench.algos.reinforce import PolicyGradientModule, check_range
-from rlbench.data.rollout import RolloutSpec
 from rlbench.losses import ppo_policy_loss, standardize
+from rlbench.specs import RolloutSpec
 
 
 class ReinforcePP(PolicyGradientModule):

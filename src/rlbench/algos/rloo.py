@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from rlbench.algos.reinforce import PolicyGradientModule
-from rlbench.data.rollout import RolloutSpec
 from rlbench.errors import ConfigError
 from rlbench.losses import rloo_baseline, standardize
+from rlbench.specs import RolloutSpec
 
 CREDITS = ("step", "episode")
 

@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from rlbench.algos.base import RLModule, split_clip
-from rlbench.data.protocol import TransitionSpec
 from rlbench.errors import ConfigError
 from rlbench.losses import polyak_update, sac_critic_target, sac_temperature_loss
 from rlbench.networks.continuous import QEnsemble, SquashedGaussianActor
+from rlbench.specs import TransitionSpec
 
 
 class SACActor:

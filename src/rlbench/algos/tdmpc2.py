@@ -47,7 +47,6 @@ import numpy as np
 import torch
 
 from rlbench.algos.base import RLModule, split_clip
-from rlbench.data.protocol import SequenceSpec
 from rlbench.errors import ConfigError
 from rlbench.losses import (
     episode_discount,
@@ -58,6 +57,7 @@ from rlbench.losses import (
     two_hot_inv,
 )
 from rlbench.networks.world_model import MODEL_SIZES, WorldModel, size_of
+from rlbench.specs import SequenceSpec
 
 Latent = torch.Tensor
 Fn = Callable[..., torch.Tensor]

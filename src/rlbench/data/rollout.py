@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -46,41 +45,13 @@ from rlbench.data.protocol import MetricSink, RolloutActor
 from rlbench.envs import EnvFactory
 from rlbench.errors import ConfigError
 from rlbench.losses import gae, returns_to_go
+from rlbench.specs import RolloutSpec
 
 MODES = ("steps", "episodes")
 #: grid-only keys, not part of the flat training batch
 GRID_ONLY = ("valid", "terminated", "truncated", "dones", "next_value", "reward")
 #: an episode-mode wave longer than this means the env never ends its episodes
 MAX_WAVE_STEPS = 1_000_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutSpec:
-    """What an on-policy module asks of the rollout DataModule.
-
-    Args:
-        mode: ``steps`` (fixed-length rollouts, GAE) or ``episodes`` (whole episodes,
-            returns-to-go).
-        num_steps: ``steps`` mode: vector steps per rollout (``T``; the batch has ``T * N``
-            rows before autoreset rows are dropped).
-        episodes: ``episodes`` mode: whole episodes per rollout, a multiple of
-            ``env.num_envs``.
-        group_size: ``episodes`` mode: consecutive episodes that start from the same reset
-            seed (``episodes`` must be a multiple of it).
-        epochs: passes over each rollout.
-        minibatches: minibatches per pass (1: the whole batch).
-        gamma: discount.
-        gae_lambda: GAE lambda (``steps`` mode).
-    """
-
-    mode: str
-    num_steps: int = 0
-    episodes: int = 0
-    group_size: int = 1
-    epochs: int = 1
-    minibatches: int = 1
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
 
 
 class RolloutLearner(Protocol):
