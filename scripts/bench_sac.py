@@ -66,10 +66,9 @@ STEADY_TARGET_SB3 = 1.3
 STEADY_TARGET_BARE = 0.9
 
 
-def child_rlbench(
-    steps: int, learning_starts: int, window: int, seed: int, out_dir: str
-) -> dict[str, Any]:
-    overrides = [
+def rlbench_overrides(steps: int, learning_starts: int, seed: int) -> list[str]:
+    """rlbench's overrides for SB3's SAC maths (shared with ``bench_sac_learning.py``)."""
+    return [
         "experiment=sac_mujoco",  # CleanRL sac_continuous_action.py defaults (conf/experiment)
         "env=halfcheetah",
         f"total_env_steps={steps}",
@@ -92,42 +91,19 @@ def child_rlbench(
         f"algo.critic_optimizer.lr={LR}",
         f"algo.alpha_optimizer.lr={LR}",
         "trainer.torch_threads=1",
-        "trainer.eval_every=0",
-        "trainer.eval_episodes=1",
-        "trainer.checkpoint_every=0",
-        f"trainer.log_every={window}",
-        "trainer.progress_bar=false",
-        "logger=csv",
         f"seed={seed}",
     ]
-    return train_instrumented(
-        "rlbench.algos.sac.SAC", overrides, out_dir, steady_from=learning_starts + window
-    )
 
 
-def child_sb3(steps: int, learning_starts: int, window: int, seed: int) -> dict[str, Any]:
-    import gymnasium as gym
+def sb3_model(env: Any, *, learning_starts: int, seed: int) -> Any:
+    """Stable-Baselines3 SAC with the settings above (shared with ``bench_sac_learning.py``)."""
     import torch
     from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
 
     torch.set_num_threads(1)
-    steady_from = learning_starts + window
-
-    class Clock(BaseCallback):
-        t_start: float | None = None
-        steps_at_start = 0
-
-        def _on_step(self) -> bool:
-            if self.t_start is None and self.num_timesteps >= steady_from:
-                self.t_start = time.perf_counter()
-                self.steps_at_start = self.num_timesteps
-            return True
-
-    model = SAC(
+    return SAC(
         "MlpPolicy",
-        gym.make(ENV_ID),
+        env,
         learning_rate=LR,
         buffer_size=BUFFER,
         learning_starts=learning_starts,
@@ -143,6 +119,43 @@ def child_sb3(steps: int, learning_starts: int, window: int, seed: int) -> dict[
         seed=seed,
         device="cpu",
     )
+
+
+def child_rlbench(
+    steps: int, learning_starts: int, window: int, seed: int, out_dir: str
+) -> dict[str, Any]:
+    overrides = [
+        *rlbench_overrides(steps, learning_starts, seed),
+        "trainer.eval_every=0",
+        "trainer.eval_episodes=1",
+        "trainer.checkpoint_every=0",
+        f"trainer.log_every={window}",
+        "trainer.progress_bar=false",
+        "logger=csv",
+    ]
+    return train_instrumented(
+        "rlbench.algos.sac.SAC", overrides, out_dir, steady_from=learning_starts + window
+    )
+
+
+def child_sb3(steps: int, learning_starts: int, window: int, seed: int) -> dict[str, Any]:
+    import gymnasium as gym
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    steady_from = learning_starts + window
+
+    class Clock(BaseCallback):
+        t_start: float | None = None
+        steps_at_start = 0
+
+        def _on_step(self) -> bool:
+            if self.t_start is None and self.num_timesteps >= steady_from:
+                self.t_start = time.perf_counter()
+                self.steps_at_start = self.num_timesteps
+            return True
+
+    model = sb3_model(gym.make(ENV_ID), learning_starts=learning_starts, seed=seed)
     clock = Clock()
     model.learn(steps, callback=clock)
     t_end = time.perf_counter()
