@@ -33,7 +33,7 @@ STEADY_FROM = 10_240  # 20 rollouts of 512 env steps
 
 def child_rlbench(steps: int, seed: int, out_dir: str) -> dict[str, Any]:
     overrides = [
-        "experiment=ppo_cartpole",  # CleanRL ppo.py defaults (see conf/experiment)
+        "experiment=ppo_cartpole_cleanrl",  # CleanRL ppo.py defaults (see conf/experiment)
         f"total_env_steps={steps}",
         "trainer.eval_every=0",
         "trainer.eval_episodes=10",

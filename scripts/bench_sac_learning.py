@@ -90,7 +90,7 @@ def child_sb3(args: argparse.Namespace, seed: int, run_dir: Path) -> None:
     rows: list[dict[str, float]] = []
 
     def evaluate(model: Any) -> None:
-        returns, _ = evaluate_policy(
+        episode_returns, _ = evaluate_policy(
             model,
             eval_env,
             n_eval_episodes=args.eval_episodes,
@@ -98,6 +98,7 @@ def child_sb3(args: argparse.Namespace, seed: int, run_dir: Path) -> None:
             return_episode_rewards=True,
             warn=False,
         )
+        returns = np.asarray(episode_returns, dtype=np.float64)  # one return per episode
         rows.append(
             {
                 "env_step": model.num_timesteps,

@@ -378,6 +378,7 @@ class PPOConfig(PolicyGradientConfig):
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     anneal_lr: bool = True
+    anneal_clip: bool = False
     shared_encoder: bool = False
 
 

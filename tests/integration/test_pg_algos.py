@@ -227,7 +227,7 @@ RESUMED: dict[str, list[str]] = {
     "reinforce": ALGOS["reinforce"],
     "rloo": ALGOS["rloo"],
     "reinforce_pp": ALGOS["reinforce_pp"],
-    "ppo_anneal_lr": [*ALGOS["ppo"], "algo.anneal_lr=true"],
+    "ppo_anneal_lr": [*ALGOS["ppo"], "algo.anneal_lr=true", "algo.anneal_clip=true"],
 }
 # gradient steps of a 1,024-step run: 12 (reinforce), 13 (rloo), 128 (reinforce_pp, ppo)
 INTERRUPT_AT = {"reinforce": 6, "rloo": 6, "reinforce_pp": 64, "ppo_anneal_lr": 64}
@@ -272,6 +272,10 @@ def test_resume_after_ctrl_c_is_identical_to_a_straight_run(
     lrs = [float(r["train/lr"]) for r in read_metrics(straight) if r["train/lr"]]
     if case == "ppo_anneal_lr":  # the annealing really ran across the cut
         assert lrs[0] == 2.5e-4 and lrs == sorted(lrs, reverse=True) and len(set(lrs)) > 3
+        # the clip follows the same linear schedule: clip / 0.2 == lr / 2.5e-4, row by row
+        rows = [r for r in read_metrics(straight) if r["train/lr"]]
+        clips = [float(r["train/clip_coef"]) for r in rows]
+        assert clips == pytest.approx([0.2 * lr / 2.5e-4 for lr in lrs], rel=1e-6)
     else:
         assert set(lrs) == {1e-3}
 

@@ -1,4 +1,5 @@
-"""Learning check: PPO with CleanRL's CartPole defaults really learns (slow)."""
+"""Learning check: PPO with rl-baselines3-zoo's tuned CartPole hyperparameters really learns
+(slow)."""
 
 from __future__ import annotations
 

@@ -33,6 +33,8 @@ class PPO(PolicyGradientModule):
         epochs, minibatches: passes over each rollout and minibatches per pass.
         gamma, gae_lambda: discount and GAE lambda.
         clip_coef: ratio clip ``epsilon`` (also the value clip with ``clip_value_loss``).
+        anneal_clip: anneal ``clip_coef`` linearly to 0 over the run, as ``anneal_lr`` does
+            the learning rate (SB3's ``clip_range: lin_<x>``, used by rl-baselines3-zoo).
         clip_value_loss: PPO's clipped value loss.
         normalize_advantages: standardize advantages per minibatch.
         Other arguments: see ``PolicyGradientModule``.
@@ -57,6 +59,7 @@ class PPO(PolicyGradientModule):
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         anneal_lr: bool = True,
+        anneal_clip: bool = False,
         shared_encoder: bool = False,
         orthogonal_init: bool = True,
         init_log_std: float = 0.0,
@@ -88,8 +91,21 @@ class PPO(PolicyGradientModule):
             seed=seed,
         )
         self.clip_coef = clip_coef
+        self.anneal_clip = anneal_clip
+        self.current_clip = clip_coef  # clip_coef x (1 - progress) with anneal_clip
         self.clip_value_loss = clip_value_loss
         self.normalize_advantages = normalize_advantages
+
+    def set_progress(self, progress: float) -> None:
+        super().set_progress(progress)
+        if self.anneal_clip:
+            self.current_clip = self.clip_coef * (1.0 - progress)
+
+    def train_stats(self, *, env_step: int) -> dict[str, float]:
+        stats = super().train_stats(env_step=env_step)
+        if self.anneal_clip:
+            stats["train/clip_coef"] = self.current_clip
+        return stats
 
     def update(self, batch: dict[str, Any]) -> None:
         log_prob, entropy, value = self.ac.evaluate(batch["obs"], batch["action"])
@@ -98,13 +114,13 @@ class PPO(PolicyGradientModule):
         if self.normalize_advantages:
             adv = standardize(adv)
         policy_loss, approx_kl, clip_fraction = ppo_policy_loss(
-            log_prob, batch["log_prob"], adv, clip=self.clip_coef
+            log_prob, batch["log_prob"], adv, clip=self.current_clip
         )
         value_loss = ppo_value_loss(
             value,
             batch["value"],
             batch["return"],
-            clip=self.clip_coef if self.clip_value_loss else None,
+            clip=self.current_clip if self.clip_value_loss else None,
         )
         entropy_mean = entropy.mean()
         loss = policy_loss - self.ent_coef * entropy_mean + self.vf_coef * value_loss
