@@ -91,17 +91,19 @@ class NetworkConfig:
     dueling: bool = False
     noisy: bool = False
     sigma0: float = 0.5
+    head_hidden: int = 0  # width of each head stream's hidden layer; 0: none
 
 
 @dataclass
 class NatureCNNConfig:
     _target_: str = "rlbench.networks.cnn.NatureCNN"
     _partial_: bool = True
-    hidden: int = 512
+    hidden: int = 512  # 0 (every CNN): no fully connected layer, the flattened conv maps
     input_scale: float = 1.0 / 255.0
     dueling: bool = False  # Q-head options, as in NetworkConfig
     noisy: bool = False
     sigma0: float = 0.5
+    head_hidden: int = 0
 
 
 @dataclass
@@ -113,6 +115,7 @@ class DataEfficientCNNConfig:
     dueling: bool = False  # Q-head options, as in NetworkConfig
     noisy: bool = False
     sigma0: float = 0.5
+    head_hidden: int = 0
 
 
 @dataclass
@@ -125,6 +128,7 @@ class ImpalaCNNConfig:
     dueling: bool = False
     noisy: bool = False
     sigma0: float = 0.5
+    head_hidden: int = 0
 
 
 @dataclass
@@ -137,6 +141,7 @@ class MinAtarCNNConfig:
     dueling: bool = False
     noisy: bool = False
     sigma0: float = 0.5
+    head_hidden: int = 0
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Q heads: NoisyLinear, dueling aggregation, distributional atoms and their numpy path."""
+"""Q heads: NoisyLinear, dueling aggregation, distributional atoms, per-stream hidden layers
+and their numpy path."""
 
 from __future__ import annotations
 
@@ -6,14 +7,22 @@ import functools
 import io
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlbench.errors import ConfigError
 from rlbench.networks import MLP, numpy_forward
-from rlbench.networks.heads import HeadOptions, NoisyLinear, QHead, split_head_options
+from rlbench.networks.heads import (
+    HeadOptions,
+    NoisyLinear,
+    QHead,
+    derive_seed,
+    split_head_options,
+)
 
 X = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]])
 
@@ -119,12 +128,15 @@ def test_dueling_distributional_aggregates_logits_per_atom() -> None:
         QHead(3, 2).log_probs(X)
 
 
+@pytest.mark.parametrize("hidden", [0, 6])
 @pytest.mark.parametrize("dueling", [False, True])
 @pytest.mark.parametrize("noisy", [False, True])
 @pytest.mark.parametrize("num_atoms", [1, 7])
-def test_numpy_path_matches_torch(dueling: bool, noisy: bool, num_atoms: int) -> None:
+def test_numpy_path_matches_torch(dueling: bool, noisy: bool, num_atoms: int, hidden: int) -> None:
     torch.manual_seed(0)
-    head = QHead(16, 3, dueling=dueling, noisy=noisy, num_atoms=num_atoms, v_min=-1.0, seed=3)
+    head = QHead(
+        16, 3, dueling=dueling, noisy=noisy, num_atoms=num_atoms, v_min=-1.0, hidden=hidden, seed=3
+    )
     net = nn.Sequential(MLP(4, None, hidden=(16,)), head)
     fn = numpy_forward(net)
     assert fn is not None
@@ -154,12 +166,143 @@ def test_seed_noise_gives_independent_streams_per_layer() -> None:
 
 
 def test_split_head_options_keeps_the_encoder_arguments() -> None:
-    network = functools.partial(MLP, hidden=[8], dueling=True, noisy=True, sigma0=0.3)
+    network = functools.partial(
+        MLP, hidden=[8], dueling=True, noisy=True, sigma0=0.3, head_hidden=16
+    )
     encoder, options = split_head_options(network)
-    assert options == HeadOptions(dueling=True, noisy=True, sigma0=0.3)
+    assert options == HeadOptions(dueling=True, noisy=True, sigma0=0.3, head_hidden=16)
     assert isinstance(encoder, functools.partial) and encoder.keywords == {"hidden": [8]}
     assert encoder(in_shape=(4,)).out_features == 8
     again, same = split_head_options(encoder)  # split twice (CLI, then the module)
     assert same == options and again(in_shape=(4,)).out_features == 8
     plain, defaults = split_head_options(functools.partial(MLP, hidden=[8]))
     assert defaults == HeadOptions() and plain(in_shape=(4,)).out_features == 8
+
+
+# ---------------------------------------------------------------- per-stream hidden layers
+
+
+def test_default_head_is_one_layer_per_stream_as_before() -> None:
+    """``hidden=0`` (the default): the same layers, names, initial weights and noise as a
+    head built before per-stream hidden layers existed."""
+    torch.manual_seed(0)
+    head = QHead(4, 3, dueling=True)
+    torch.manual_seed(0)
+    out, value = nn.Linear(4, 3), nn.Linear(4, 1)  # the old construction order
+    assert head.out_hidden is None and head.value_hidden is None
+    assert set(head.state_dict()) == {"out.weight", "out.bias", "value.weight", "value.bias"}
+    assert isinstance(head.out, nn.Linear) and head.value is not None
+    assert torch.equal(head.out.weight, out.weight) and torch.equal(head.value.bias, value.bias)
+    noisy = QHead(4, 3, dueling=True, noisy=True, seed=5)
+    assert [type(m) for m in noisy.children()] == [NoisyLinear, NoisyLinear]
+    # noise seeded as before: layer i (out, then value) from derive_seed(seed, i)
+    for i, (layer, width) in enumerate(zip(noisy.noisy_layers(), (3, 1), strict=True)):
+        assert torch.equal(layer.noise, NoisyLinear(4, width, seed=derive_seed(5, i)).noise)
+
+
+def test_hidden_layer_per_stream_hand_computed() -> None:
+    """Each stream is ``Linear(in, hidden) -> ReLU -> Linear(hidden, out)`` on the features."""
+    torch.manual_seed(0)
+    head = QHead(3, 4, dueling=True, num_atoms=5, v_min=0.0, v_max=2.0, hidden=6)
+    assert head.out_hidden is not None and head.value_hidden is not None
+    assert head.value is not None
+    shapes = {name: tuple(p.shape) for name, p in head.named_parameters() if "weight" in name}
+    assert shapes == {
+        "out_hidden.weight": (6, 3),
+        "out.weight": (4 * 5, 6),
+        "value_hidden.weight": (6, 3),
+        "value.weight": (5, 6),
+    }
+    adv = head.out(torch.relu(head.out_hidden(X))).view(2, 4, 5)
+    value = head.value(torch.relu(head.value_hidden(X))).view(2, 1, 5)
+    torch.testing.assert_close(head.logits(X), value + adv - adv.mean(dim=1, keepdim=True))
+    plain = QHead(3, 4, hidden=6)  # no dueling: one stream, no value layers
+    assert plain.value_hidden is None and plain.value is None and plain.out_hidden is not None
+    torch.testing.assert_close(plain(X), plain.out(torch.relu(plain.out_hidden(X))))
+
+
+def test_noise_covers_every_noisy_layer_of_a_hidden_head() -> None:
+    head = QHead(3, 4, dueling=True, noisy=True, num_atoms=5, v_min=0.0, hidden=6, seed=2)
+    layers = list(head.noisy_layers())
+    modules = [head.out_hidden, head.out, head.value_hidden, head.value]
+    assert layers == modules and all(isinstance(m, NoisyLinear) for m in layers)
+    # every layer draws from a stream of its own (the two hidden layers have the same shape)
+    assert not torch.equal(layers[0].noise, layers[2].noise)
+    before = [layer.noise.clone() for layer in layers]
+    head.reset_noise()
+    assert all(not torch.equal(a, layer.noise) for a, layer in zip(before, layers, strict=True))
+    head.seed_noise(9)
+    again = QHead(3, 4, dueling=True, noisy=True, num_atoms=5, v_min=0.0, hidden=6, seed=9)
+    for a, b in zip(layers, again.noisy_layers(), strict=True):
+        assert torch.equal(a.noise, b.noise)
+    # evaluation: the mean weights in every layer, hidden ones included
+    head.set_noise(False)
+    assert not any(layer.noise_enabled for layer in layers)
+    assert head.out_hidden is not None and head.value_hidden is not None and head.value is not None
+    mean = [F.linear(X, m.weight_mu, m.bias_mu) for m in (head.out_hidden, head.value_hidden)]
+    adv = F.linear(torch.relu(mean[0]), head.out.weight_mu, head.out.bias_mu).view(2, 4, 5)
+    value = F.linear(torch.relu(mean[1]), head.value.weight_mu, head.value.bias_mu).view(2, 1, 5)
+    torch.testing.assert_close(head.logits(X), value + adv - adv.mean(dim=1, keepdim=True))
+    head.set_noise(True)
+    assert not torch.allclose(head.logits(X), value + adv - adv.mean(dim=1, keepdim=True))
+
+
+def test_hidden_head_checkpoint_restores_weights_noise_and_generators() -> None:
+    a = QHead(3, 2, dueling=True, noisy=True, hidden=4, seed=1)
+    b = QHead(3, 2, dueling=True, noisy=True, hidden=4, seed=2)
+    a.reset_noise()
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    torch.testing.assert_close(b(X), a(X))
+    a.reset_noise()
+    b.reset_noise()  # every restored generator continues its stream
+    for x, y in zip(a.noisy_layers(), b.noisy_layers(), strict=True):
+        assert torch.equal(x.noise, y.noise)
+
+
+def test_negative_head_hidden_is_a_one_line_error() -> None:
+    with pytest.raises(ConfigError, match=r"network.head_hidden=-1"):
+        split_head_options(functools.partial(MLP, head_hidden=-1))
+    with pytest.raises(ValueError, match=r"hidden=-2"):
+        QHead(3, 2, hidden=-2)
+
+
+def test_dqn_acts_through_numpy_with_a_noisy_hidden_head() -> None:
+    """``network.head_hidden`` reaches the module's head; acting takes the numpy path, which
+    equals the torch forward, and every noisy layer is redrawn per exploring act and off
+    for a greedy evaluation."""
+    from rlbench.algos.dqn import DQN
+    from rlbench.samplers import Greedy
+
+    torch.manual_seed(0)
+    network = functools.partial(MLP, hidden=[8], dueling=True, noisy=True, head_hidden=5)
+    dqn = DQN(
+        network=network,
+        optimizer=functools.partial(torch.optim.Adam),
+        sampler=Greedy(),
+        distributional=True,
+        num_atoms=7,
+    )
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    dqn.build_for(obs_space, gym.spaces.Discrete(4))
+    head = dqn.head
+    assert head.out_hidden is not None and head.out_hidden.out_features == 5
+    layers = list(head.noisy_layers())
+    assert len(layers) == 4 and len(list(dqn.target_head.noisy_layers())) == 4
+    obs = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    q_fn = dqn._q_fn()
+    assert q_fn != dqn._torch_q  # the numpy path covers the hidden layers
+    np.testing.assert_allclose(q_fn(obs), dqn._torch_q(obs), rtol=1e-5, atol=1e-5)
+
+    before = [layer.noise.clone() for layer in layers]
+    dqn.make_actor(num_envs=2).act(obs, first=np.ones(2, dtype=bool))
+    assert all(not torch.equal(a, layer.noise) for a, layer in zip(before, layers, strict=True))
+    assert all(layer.noise_enabled for layer in layers)
+    np.testing.assert_allclose(q_fn(obs), dqn._torch_q(obs), rtol=1e-5, atol=1e-5)
+    sampled = dqn.make_actor(num_envs=2, mode="eval", deterministic=False, seed=3)
+    assert sampled.noise_generators is not None and len(sampled.noise_generators) == 4
+    dqn.make_actor(num_envs=2, mode="eval").act(obs, first=np.ones(2, dtype=bool))
+    assert not any(layer.noise_enabled for layer in layers)
+    np.testing.assert_allclose(q_fn(obs), dqn._torch_q(obs), rtol=1e-5, atol=1e-5)

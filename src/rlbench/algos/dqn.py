@@ -128,7 +128,8 @@ class DQN(RLModule):
     Args:
         network: encoder partial ``(in_shape=obs_shape) -> nn.Module`` with ``out_features``;
             a ``QHead`` ``(B, out_features) -> (B, num_actions)`` goes on top, configured by
-            the partial's head options (``network.dueling``, ``noisy``, ``sigma0``).
+            the partial's head options (``network.dueling``, ``noisy``, ``sigma0``,
+            ``head_hidden``).
         optimizer: partial ``(params, lr) -> Optimizer``.
         sampler: exploration policy over Q-values.
         gamma: discount per env step.
@@ -219,6 +220,7 @@ class DQN(RLModule):
             num_atoms=self.num_atoms if self.distributional else 1,
             v_min=self.v_min,
             v_max=self.v_max,
+            hidden=opts.head_hidden,
             seed=derive_seed(self.seed, 3, 0),
         )
         self.q_net = nn.Sequential(encoder, head)

@@ -13,6 +13,9 @@ channel-first ``(C, H, W)`` -- and are converted to float and scaled *inside* th
   residual blocks (16, 32, 32 channels), then 256 units.
 - ``MinAtarCNN``: Young & Tian 2019: one conv 3x3/1 with 16 channels, then 128 units.
 - ``auto_encoder``: picks by observation shape (see its docstring).
+
+Each takes ``hidden: 0`` to stop at the flattened conv features (no fully connected layer),
+e.g. under a Q head with per-stream hidden layers (``network.head_hidden``), as in Rainbow.
 """
 
 from __future__ import annotations
@@ -48,23 +51,32 @@ def _flat_size(convs: nn.Module, shape: tuple[int, int, int]) -> int:
 
 
 class _ImageEncoder(nn.Module):
-    """``float(x) * input_scale -> convs -> flatten -> Linear(hidden) -> ReLU``."""
+    """``float(x) * input_scale -> convs -> flatten [-> Linear(hidden) -> ReLU]``.
+
+    ``hidden = 0`` leaves out the fully connected layer: the features are the flattened
+    conv maps, for heads that bring their own hidden layers (Rainbow's per-stream layers,
+    ``network.head_hidden``).
+    """
 
     def __init__(
         self, convs: nn.Module, shape: tuple[int, int, int], hidden: int, input_scale: float
     ) -> None:
         super().__init__()
-        if hidden < 1:
-            raise ConfigError(f"network.hidden={hidden}: must be >= 1")
+        if hidden < 0:
+            raise ConfigError(
+                f"network.hidden={hidden}: must be >= 0 (0: no fully connected layer)"
+            )
         self.input_scale = input_scale
         self.convs = convs
-        self.fc = nn.Sequential(
-            nn.Flatten(start_dim=1), nn.Linear(_flat_size(convs, shape), hidden), nn.ReLU()
-        )
-        self.out_features = hidden
+        flat = _flat_size(convs, shape)
+        layers: list[nn.Module] = [nn.Flatten(start_dim=1)]
+        if hidden:
+            layers += [nn.Linear(flat, hidden), nn.ReLU()]
+        self.fc = nn.Sequential(*layers)
+        self.out_features = hidden or flat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` uint8 (or float on the same scale) -> ``(B, hidden)``."""
+        """``(B, C, H, W)`` uint8 (or float on the same scale) -> ``(B, out_features)``."""
         return self.fc(self.convs(x.float() * self.input_scale))
 
 
@@ -73,7 +85,8 @@ class NatureCNN(_ImageEncoder):
 
     Args:
         in_shape: ``(C, H, W)``, e.g. ``(4, 84, 84)`` stacked Atari frames.
-        hidden: width of the fully connected layer (``out_features``).
+        hidden: width of the fully connected layer (``out_features``); 0: none, the
+            features are the flattened conv maps.
         input_scale: multiplies the float input (1/255 for uint8 pixels).
     """
 
@@ -107,7 +120,8 @@ class DataEfficientCNN(_ImageEncoder):
 
     Args:
         in_shape: ``(C, H, W)``, e.g. ``(4, 84, 84)`` stacked Atari frames.
-        hidden: width of the fully connected layer (``out_features``).
+        hidden: width of the fully connected layer (``out_features``); 0: none, the
+            features are the flattened conv maps.
         input_scale: multiplies the float input (1/255 for uint8 pixels).
     """
 
@@ -148,7 +162,8 @@ class ImpalaCNN(_ImageEncoder):
     Args:
         in_shape: ``(C, H, W)``.
         channels: channels of each conv stack (one stack halves the image side).
-        hidden: width of the fully connected layer (``out_features``).
+        hidden: width of the fully connected layer (``out_features``); 0: none, the
+            features are the flattened conv maps.
         input_scale: multiplies the float input (1/255 for uint8 pixels).
     """
 
@@ -183,7 +198,8 @@ class MinAtarCNN(_ImageEncoder):
     Args:
         in_shape: ``(C, 10, 10)`` channel-first MinAtar observations.
         channels: conv channels.
-        hidden: width of the fully connected layer (``out_features``).
+        hidden: width of the fully connected layer (``out_features``); 0: none, the
+            features are the flattened conv maps.
         input_scale: multiplies the float input (MinAtar cells are 0/1: 1.0).
     """
 

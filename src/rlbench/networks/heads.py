@@ -13,6 +13,12 @@ log-probabilities through ``QHead.log_probs`` for the C51 loss.
   deterministic mean weights (evaluation).
 - Distributional (C51, Bellemare et al. 2017): ``num_atoms`` logits per action over an
   evenly spaced support ``v_min ... v_max``; Q is the expectation.
+- Per-stream hidden layer (``hidden > 0``, ``network.head_hidden``): each stream is
+  ``Linear(in, hidden) -> ReLU -> Linear(hidden, out)`` instead of one linear layer, both
+  layers noisy when the head is. With an encoder that stops at the conv features
+  (``network.hidden: 0``) this is the network of Rainbow (Hessel et al. 2018) and of the
+  dueling paper (Wang et al. 2016): the value and advantage streams each have their own
+  fully connected layer, and noisy nets replace every fully connected layer.
 
 Every module here has ``numpy_ops()`` so the fast numpy acting path
 (``networks/numpy_forward.py``) covers it, reading the live weights and noise.
@@ -31,23 +37,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlbench.networks.numpy_forward import numpy_forward, numpy_ops
+from rlbench.errors import ConfigError
+from rlbench.networks.numpy_forward import numpy_ops, relu
 
 __all__ = ["HeadOptions", "NoisyLinear", "QHead", "derive_seed", "split_head_options"]
 
 Op = Callable[[np.ndarray], np.ndarray]
 
 #: Keys of the ``network`` config read by Q heads, not passed to the encoder.
-HEAD_KEYS: tuple[str, ...] = ("dueling", "noisy", "sigma0")
+HEAD_KEYS: tuple[str, ...] = ("dueling", "noisy", "sigma0", "head_hidden")
 
 
 @dataclass(frozen=True, kw_only=True)
 class HeadOptions:
-    """``network.dueling``, ``network.noisy`` and ``network.sigma0``."""
+    """``network.dueling``, ``network.noisy``, ``network.sigma0`` and ``network.head_hidden``
+    (width of each stream's hidden layer; 0: none, the stream is one linear layer)."""
 
     dueling: bool = False
     noisy: bool = False
     sigma0: float = 0.5
+    head_hidden: int = 0
+
+    def __post_init__(self) -> None:
+        if self.head_hidden < 0:
+            raise ConfigError(f"network.head_hidden={self.head_hidden}: must be >= 0 (0: none)")
 
 
 def derive_seed(*entropy: int) -> int:
@@ -60,7 +73,7 @@ def split_head_options(
 ) -> tuple[Callable[..., nn.Module], HeadOptions]:
     """Separate the head options from an encoder partial built from the ``network`` config.
 
-    ``network=`` configs carry ``dueling``/``noisy``/``sigma0`` beside the encoder's own
+    ``network=`` configs carry the ``HEAD_KEYS`` beside the encoder's own
     arguments. Returns the encoder partial without them (so any encoder can be called as
     ``encoder(in_shape=...)``) and the options. The returned partial also carries the
     options as its ``head_options`` attribute, so a partial that was split once (the CLI
@@ -182,6 +195,13 @@ class NoisyLinear(nn.Module):
 class QHead(nn.Module):
     """Q-values ``(B, A)`` from features ``(B, in_features)``; see the module docstring.
 
+    Layers, ``K = num_atoms``: ``out`` gives the Q-values (the advantages if dueling),
+    ``(B, width) -> (B, A * K)``, and ``value`` (dueling only) the state value,
+    ``(B, width) -> (B, K)``. With ``hidden = 0`` each stream is that one layer on the
+    features (``width = in_features``); with ``hidden > 0`` its own hidden layer
+    ``out_hidden`` / ``value_hidden``, ``(B, in_features) -> (B, hidden)`` followed by a
+    ReLU, comes first (``width = hidden``). Noisy heads make every one of these noisy.
+
     Attributes:
         support: ``(K,)`` atom values of a distributional head, else ``None``.
 
@@ -193,6 +213,7 @@ class QHead(nn.Module):
         sigma0: initial noise scale of noisy layers.
         num_atoms: ``K``; 1 is a scalar Q head, ``K >= 2`` a C51 distributional head.
         v_min, v_max: support of the distributional head.
+        hidden: width of each stream's hidden layer; 0: none (one layer per stream).
         seed: seeds the noise generators of noisy layers (see ``seed_noise``).
     """
 
@@ -209,6 +230,7 @@ class QHead(nn.Module):
         num_atoms: int = 1,
         v_min: float = -10.0,
         v_max: float = 10.0,
+        hidden: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -216,13 +238,20 @@ class QHead(nn.Module):
             raise ValueError(f"num_atoms={num_atoms}: must be >= 1")
         if num_atoms > 1 and not v_min < v_max:
             raise ValueError(f"v_min={v_min}, v_max={v_max}: need v_min < v_max")
+        if hidden < 0:
+            raise ValueError(f"hidden={hidden}: must be >= 0 (0: no hidden layer)")
         self.num_actions, self.num_atoms = num_actions, num_atoms
         self.dueling, self.noisy = dueling, noisy
         layer: Callable[[int, int], nn.Module] = (
             functools.partial(NoisyLinear, sigma0=sigma0) if noisy else nn.Linear
         )
-        self.out = layer(in_features, num_actions * num_atoms)  # Q, or advantages if dueling
-        self.value = layer(in_features, num_atoms) if dueling else None
+        width = hidden or in_features  # input width of the output layers
+        # Built in forward order; without hidden layers exactly as before (out, then value),
+        # so those heads draw the same initial weights.
+        self.out_hidden = layer(in_features, hidden) if hidden else None
+        self.out = layer(width, num_actions * num_atoms)  # Q, or advantages if dueling
+        self.value_hidden = layer(in_features, hidden) if hidden and dueling else None
+        self.value = layer(width, num_atoms) if dueling else None
         support = torch.linspace(v_min, v_max, num_atoms) if num_atoms > 1 else None
         self.register_buffer("support", support)
         self.seed_noise(seed)
@@ -233,7 +262,9 @@ class QHead(nn.Module):
 
     # ------------------------------------------------------------------ noise
     def noisy_layers(self) -> Iterator[NoisyLinear]:
-        return (m for m in (self.out, self.value) if isinstance(m, NoisyLinear))
+        """Every noisy layer in forward order: ``out_hidden, out, value_hidden, value``."""
+        layers = (self.out_hidden, self.out, self.value_hidden, self.value)
+        return (m for m in layers if isinstance(m, NoisyLinear))
 
     def seed_noise(self, seed: int) -> None:
         """Seed each noisy layer's generator from ``(seed, layer index)`` and draw noise."""
@@ -256,11 +287,12 @@ class QHead(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, A)`` Q-values, or ``(B, A, K)`` atom logits for a distributional head."""
         shape = (x.shape[0], self.num_actions, self.num_atoms)
-        out = self.out(x)
+        out = self.out(x if self.out_hidden is None else F.relu(self.out_hidden(x)))
         if self.value is None:
             return out.view(shape) if self.distributional else out
         adv = out.view(shape)
-        q = self.value(x).view(shape[0], 1, self.num_atoms) + adv - adv.mean(dim=1, keepdim=True)
+        value = self.value(x if self.value_hidden is None else F.relu(self.value_hidden(x)))
+        q = value.view(shape[0], 1, self.num_atoms) + adv - adv.mean(dim=1, keepdim=True)
         return q if self.distributional else q.squeeze(-1)
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,12 +314,13 @@ class QHead(nn.Module):
 
     def numpy_ops(self) -> list[Op] | None:
         """Q-values ``(B, A)`` in numpy over views of the live weights (see ``numpy_forward``)."""
+        out_ops = _stream_ops(self.out_hidden, self.out)
         if self.value is None and not self.distributional:
-            return numpy_ops(self.out)  # the plain head is its linear layer
-        out = numpy_forward(self.out)
-        value = numpy_forward(self.value) if self.value is not None else None
-        if out is None or (self.value is not None and value is None):
+            return out_ops  # the plain head is its stream's layers
+        value_ops = _stream_ops(self.value_hidden, self.value) if self.value is not None else None
+        if out_ops is None or (self.value is not None and value_ops is None):
             return None
+        out, value = _chain(out_ops), _chain(value_ops) if value_ops is not None else None
         a, k = self.num_actions, self.num_atoms
         support = self.support.numpy() if self.support is not None else None
 
@@ -301,3 +334,23 @@ class QHead(nn.Module):
             return (e @ support) / e.sum(axis=-1)
 
         return [op]
+
+
+def _stream_ops(hidden: nn.Module | None, last: nn.Module) -> list[Op] | None:
+    """numpy ops of one stream, ``[hidden -> ReLU ->] last``, or ``None``."""
+    ops = numpy_ops(last)
+    if ops is None or hidden is None:
+        return ops
+    first = numpy_ops(hidden)
+    return None if first is None else [*first, relu, *ops]
+
+
+def _chain(ops: list[Op]) -> Op:
+    """One function applying ``ops`` in order."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        for op in ops:
+            x = op(x)
+        return x
+
+    return run

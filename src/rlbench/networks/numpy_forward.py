@@ -19,7 +19,8 @@ from torch import nn
 Op = Callable[[np.ndarray], np.ndarray]
 
 
-def _relu(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0)`` elementwise (the op of ``nn.ReLU``)."""
     return np.maximum(x, 0.0)
 
 
@@ -48,7 +49,7 @@ def numpy_ops(module: nn.Module) -> list[Op] | None:
     if isinstance(module, nn.Linear):
         return [_linear(module)]
     if isinstance(module, nn.ReLU):
-        return [_relu]
+        return [relu]
     if isinstance(module, nn.Tanh):
         return [np.tanh]
     if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
