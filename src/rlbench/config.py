@@ -171,7 +171,9 @@ class PrioritizedBufferConfig(BufferConfig):
     alpha: float = 0.5
     beta0: float = 0.4
     beta_steps: int = MISSING  # conf/buffer/prioritized.yaml: ${total_env_steps}
+    beta_end: float = 1.0
     priority_eps: float = 1e-6
+    sequence_length: int | None = None  # null: n-step transitions; L: windows of L steps
 
 
 @dataclass
@@ -317,6 +319,50 @@ class TDMPC2Config:
     )
     pi_optimizer: ClippedOptimizerConfig = field(
         default_factory=lambda: ClippedOptimizerConfig(lr=3e-4, eps=1e-5, max_grad_norm=20.0)
+    )
+
+
+@dataclass
+class TDMPCConfig:
+    """``rlbench.algos.tdmpc.TDMPC``; defaults follow the authors' ``cfgs/default.yaml``
+    (nicklashansen/tdmpc), schedules in env steps."""
+
+    _target_: str = "rlbench.algos.tdmpc.TDMPC"
+    name: str = "tdmpc"
+    enc_dim: int = 256
+    mlp_dim: int = 512
+    latent_dim: int = 50
+    horizon: int = 5
+    rho: float = 0.5
+    consistency_coef: float = 2.0
+    reward_coef: float = 0.5
+    value_coef: float = 0.1
+    loss_clamp: float = 1e4
+    tau: float = 0.01
+    target_update_every: int = 2
+    discount: float = 0.99
+    iterations: int = 6
+    num_samples: int = 512
+    num_elites: int = 64
+    mixture_coef: float = 0.05
+    temperature: float = 0.5
+    momentum: float = 0.1
+    min_std: float = 0.05
+    max_std: float = 2.0
+    std_start: float = 0.5
+    std_schedule_steps: int = 25_000
+    horizon_schedule_steps: int = 25_000
+    policy_noise_clip: float = 0.3
+    batch_size: int = 512
+    learning_starts: int = 5000
+    initial_updates: int | None = None  # null: as many as learning_starts
+    train_every: int = 1
+    gradient_steps: int = 1
+    optimizer: ClippedOptimizerConfig = field(
+        default_factory=lambda: ClippedOptimizerConfig(lr=1e-3, max_grad_norm=10.0)
+    )
+    pi_optimizer: ClippedOptimizerConfig = field(
+        default_factory=lambda: ClippedOptimizerConfig(lr=1e-3, max_grad_norm=10.0)
     )
 
 
@@ -493,6 +539,7 @@ def register_configs() -> None:
     cs.store(name="schema_algo_ppo", node=PPOConfig)
     cs.store(name="schema_algo_sac", node=SACConfig)
     cs.store(name="schema_algo_tdmpc2", node=TDMPC2Config)
+    cs.store(name="schema_algo_tdmpc", node=TDMPCConfig)
     cs.store(name="schema_trainer", node=TrainerConfig)
     cs.store(name="schema_logger", node=LoggerConfig)
     cs.store(name="schema_logger_wandb", node=WandbLoggerConfig)

@@ -436,6 +436,14 @@ def rho_weighted_mean(per_step: torch.Tensor, *, rho: float) -> torch.Tensor:
     return (weights * per_step.reshape(steps, -1).mean(dim=1)).sum() / steps
 
 
+def rho_weighted_sum(per_step: torch.Tensor, *, rho: float) -> torch.Tensor:
+    """``sum_t rho^t per_step[t]`` over the leading (time) axis of ``per_step (T, B)`` ->
+    ``(B,)``: TD-MPC's per-sample horizon losses (weighted by importance weights before
+    the batch mean). ``rho_weighted_mean(x) == rho_weighted_sum(x, rho=rho).mean() / T``."""
+    weights = rho ** torch.arange(per_step.shape[0], dtype=per_step.dtype, device=per_step.device)
+    return torch.tensordot(weights, per_step, dims=1)
+
+
 def episode_discount(
     episode_length: int, *, denom: float = 5.0, low: float = 0.95, high: float = 0.995
 ) -> float:

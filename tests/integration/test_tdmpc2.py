@@ -179,6 +179,26 @@ def test_mujoco_preset_has_the_authors_settings() -> None:
     assert big.size.latent_dim == 512 and big.size.num_q == 5
 
 
+def test_dmc_preset_counts_the_authors_schedule_in_simulator_steps() -> None:
+    """The authors count agent steps (2 simulator steps each) with 500-step episodes: 2500
+    seed steps, 2500 updates at once, then one per agent step."""
+    pytest.importorskip("dm_control")
+    pytest.importorskip("shimmy")
+    cfg = compose_cfg(["experiment=tdmpc2_dmc"])
+    assert (cfg.env.task, cfg.env.action_repeat, cfg.env.num_envs) == ("cartpole-swingup", 2, 1)
+    assert (cfg.algo.size, cfg.trainer.eval_every, cfg.total_env_steps) == ("1M", 10_000, 10**6)
+    env = rlbench.cli._instantiate(cfg.env, _convert_="all")
+    assert env.step_multiplier == 2
+    module = rlbench.cli.build_module(cfg, env)
+    assert module.discount == pytest.approx(0.99)  # (500/5 - 1) / (500/5)
+    spec = module.data_spec
+    assert (spec.learning_starts, spec.initial_updates, spec.batch_size) == (5000, 2500, 256)
+    assert spec.ratio * env.step_multiplier == 1.0  # one gradient step per agent step
+    assert spec.initial_updates * env.step_multiplier == spec.learning_starts
+    walker = compose_cfg(["experiment=tdmpc2_dmc", "env.task=walker-walk", "algo.size=5M"])
+    assert (walker.env.id, walker.algo.size) == ("dm_control/walker-walk-v0", "5M")
+
+
 def test_discrete_actions_are_a_one_line_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         train_in_process(tmp_path, [*SMALL, "env=cartpole"])

@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -67,7 +67,9 @@ Fn = Callable[..., torch.Tensor]
 @dataclass(frozen=True)
 class MPPIConfig:
     """MPPI's settings (the authors' defaults). ``temperature`` multiplies the values in
-    the elites' softmax weights ``exp(temperature * (v - max v))``, as in the authors' code."""
+    the elites' softmax weights ``exp(temperature * (v - max v))``, as in the authors' code.
+    ``momentum`` keeps that share of the previous iteration's mean in each refit (TD-MPC:
+    0.1; TD-MPC2: 0)."""
 
     horizon: int = 3
     iterations: int = 6
@@ -77,6 +79,7 @@ class MPPIConfig:
     temperature: float = 0.5
     min_std: float = 0.05
     max_std: float = 2.0
+    momentum: float = 0.0
 
 
 @dataclass
@@ -94,6 +97,17 @@ def warm_start(prev_mean: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
     ``first (N,)`` bool."""
     keep = (~first).to(prev_mean.dtype)[:, None, None]
     return torch.cat([prev_mean[:, 1:], torch.zeros_like(prev_mean[:, :1])], dim=1) * keep
+
+
+def fit_horizon(prev_mean: torch.Tensor, horizon: int) -> torch.Tensor:
+    """``prev_mean (N, H', A)`` cut or zero-padded at its end to ``(N, horizon, A)``: a
+    scheduled planning horizon (TD-MPC) may change between two steps of an episode."""
+    n, old, action_dim = prev_mean.shape
+    if old == horizon:
+        return prev_mean
+    if old > horizon:
+        return prev_mean[:, :horizon]
+    return torch.cat([prev_mean, prev_mean.new_zeros(n, horizon - old, action_dim)], dim=1)
 
 
 def plan_mppi(
@@ -117,7 +131,9 @@ def plan_mppi(
     ``N(mean, std)`` clamped to ``[-1, 1]`` -- by ``sum_t discount^t reward(z_t, a_t) +
     discount^H value(z_H)`` along ``z_{t+1} = dynamics(z_t, a_t)``, keeps the
     ``cfg.num_elites`` best and refits ``mean`` and ``std`` (clamped to ``[min_std,
-    max_std]``) to them weighted by ``exp(temperature * (v - max v))``.
+    max_std]``) to them weighted by ``exp(temperature * (v - max v))``; with
+    ``cfg.momentum = m`` the new mean is ``m * mean + (1 - m) * refit`` (the std is the
+    refit's, around the refit mean, as in TD-MPC's code).
 
     The action is the first step of an elite drawn by those weights (``sample_elite``) or
     of the best one, plus ``std_0 * N(0, 1)`` noise when ``explore``, clamped to ``[-1, 1]``.
@@ -172,9 +188,10 @@ def plan_mppi(
         )  # (N, E, H, A)
         score = torch.softmax(cfg.temperature * elite_value, dim=1)  # = exp(T(v - max)) / sum
         w = score[:, :, None, None]
-        mean = (w * elites).sum(1)
-        std = (w * (elites - mean.unsqueeze(1)).pow(2)).sum(1).sqrt()
+        refit = (w * elites).sum(1)
+        std = (w * (elites - refit.unsqueeze(1)).pow(2)).sum(1).sqrt()
         std = std.clamp(cfg.min_std, cfg.max_std)
+        mean = refit if cfg.momentum == 0 else torch.lerp(refit, mean, cfg.momentum)
     if sample_elite:
         pick = torch.multinomial(score, 1, generator=generator).squeeze(1)
     else:
@@ -187,54 +204,81 @@ def plan_mppi(
 
 
 # ---------------------------------------------------------------------- the actor
+class PlanningModule(Protocol):
+    """What ``TDMPC2Actor`` reads of its module (``TDMPC2``, ``TDMPC``)."""
+
+    model: Any  # .encode(obs (N, O)) -> z (N, Z)
+    discount: float
+    action_dim: int
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def planner(self, env_step: int | None) -> MPPIConfig:
+        """MPPI's settings at training env step ``env_step`` (``None``: the module's own
+        clock, for actors that do not train)."""
+        ...
+
+    def planning_functions(self, generator: torch.Generator) -> dict[str, Fn]: ...
+
+
 class TDMPC2Actor:
-    """Plans with a ``TDMPC2`` module's live world model for ``num_envs`` envs at once.
+    """Plans with a ``TDMPC2`` (or ``TDMPC``) module's live world model for ``num_envs``
+    envs at once.
 
     Its state is the planner's: each env's previous plan mean ``(N, H, A)`` (the warm
     start, reset at ``first``) and a numpy generator that seeds a torch generator on the
     module's device for each call, so every draw of a plan is reproducible and the state
-    is small and exact to checkpoint.
+    is small and exact to checkpoint. The planner's settings come from
+    ``module.planner(env_step)``: the training actor passes the training clock its
+    DataModule sets, other actors ``None`` (schedules then follow the module's clock).
 
     Args:
-        module: the TDMPC2 whose world model it plans with.
+        module: the module whose world model it plans with.
         num_envs: N.
         rng: the generator of the plans' random draws.
         explore: add the final std's Gaussian noise to the action (training).
         sample_elite: draw the action's elite by score, else take the best (evaluation).
+        train: the training actor (reads ``env_step``).
     """
 
     def __init__(
         self,
-        module: TDMPC2,
+        module: PlanningModule,
         *,
         num_envs: int,
         rng: np.random.Generator,
         explore: bool,
         sample_elite: bool,
+        train: bool = False,
     ) -> None:
         self.module = module
         self.rng = rng
-        self.explore, self.sample_elite = explore, sample_elite
+        self.explore, self.sample_elite, self.train = explore, sample_elite, train
         self.env_step = 0
-        self.prev_mean = torch.zeros(num_envs, module.mppi.horizon, module.action_dim)
+        horizon = module.planner(0 if train else None).horizon
+        self.prev_mean = torch.zeros(num_envs, horizon, module.action_dim)
 
     def act(self, obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
         """Actions ``(N, A)`` within the env's bounds for observations ``(N, obs_dim)``."""
         module = self.module
         device = module.device
+        cfg = module.planner(self.env_step if self.train else None)
         with torch.inference_mode():
             generator = torch.Generator(device=device)
             generator.manual_seed(int(self.rng.integers(2**63 - 1)))
             z = module.model.encode(torch.as_tensor(obs, device=device).float())
             init = warm_start(
-                self.prev_mean.to(device),
+                fit_horizon(self.prev_mean.to(device), cfg.horizon),
                 torch.as_tensor(np.asarray(first, np.bool_), device=device),
             )
             plan = plan_mppi(
                 z,
                 init_mean=init,
                 discount=module.discount,
-                cfg=module.mppi,
+                cfg=cfg,
                 generator=generator,
                 explore=self.explore,
                 sample_elite=self.sample_elite,
@@ -466,6 +510,10 @@ class TDMPC2(RLModule):
             return None
         return torch.randperm(self.size.num_q, generator=generator, device=self.device)[:2]
 
+    def planner(self, env_step: int | None) -> MPPIConfig:
+        """MPPI's settings (fixed in TD-MPC2, whatever the step)."""
+        return self.mppi
+
     def planning_functions(self, generator: torch.Generator) -> dict[str, Fn]:
         """The world model as ``plan_mppi`` takes it; random draws from ``generator``."""
         model = self.model
@@ -493,7 +541,9 @@ class TDMPC2(RLModule):
             raise RuntimeError("build the module (build_for) before making actors")
         if mode == "train":
             rng = np.random.default_rng([self.seed, 1])
-            return TDMPC2Actor(self, num_envs=num_envs, rng=rng, explore=True, sample_elite=True)
+            return TDMPC2Actor(
+                self, num_envs=num_envs, rng=rng, explore=True, sample_elite=True, train=True
+            )
         rng = np.random.default_rng([seed, 5])
         stochastic = not deterministic
         return TDMPC2Actor(

@@ -11,6 +11,14 @@ at the largest priority seen so far, once its n-step window is known (``n`` late
 stored, or an episode end inside the window); autoreset rows never enter; a slot leaves when
 the ring overwrites it. Priorities come from the learner through ``update`` after each
 gradient step.
+
+Sequences (``sequence_length=L``, TD-MPC 2022): the same rule over windows instead of
+n-step transitions. Slot ``row * num_envs + env`` then stands for the window of ``L`` steps
+starting at that row, keyed by its start as in the authors' buffer; it enters the tree, at
+the largest priority seen, once all ``L`` of its steps are stored inside one episode (the
+storage's ``_valid_windows`` with ``within_episode=True``), and ``sample_sequences``
+draws windows in proportion to their priorities, with the same importance weights.
+``beta_end`` below 1 caps the annealing (TD-MPC keeps beta at 0.4: ``beta_end=beta0``).
 """
 
 from __future__ import annotations
@@ -154,8 +162,13 @@ class PrioritizedReplayBuffer(TrajectoryReplayBuffer):
     Args:
         alpha: priority exponent (0 is uniform replay, 1 fully proportional).
         beta0: importance-sampling exponent at env step 0.
-        beta_steps: env steps over which beta rises linearly to 1 (the run's length).
+        beta_steps: env steps over which beta rises linearly to ``beta_end`` (the run's
+            length).
+        beta_end: importance-sampling exponent after ``beta_steps`` (Schaul et al.: 1).
         priority_eps: added to ``|delta|`` so no slot's priority is 0.
+        sequence_length: ``None``: slots are n-step transitions (``sample``); ``L``: slots
+            are windows of ``L`` steps inside one episode (``sample_sequences`` with
+            ``length=L``), keyed by their first step.
         **kwargs: ``TrajectoryReplayBuffer`` arguments (``capacity``, ``num_envs``, ...).
     """
 
@@ -165,19 +178,36 @@ class PrioritizedReplayBuffer(TrajectoryReplayBuffer):
         alpha: float = 0.5,
         beta0: float = 0.4,
         beta_steps: int = 1,
+        beta_end: float = 1.0,
         priority_eps: float = 1e-6,
+        sequence_length: int | None = None,
         **kwargs: Any,
     ) -> None:
         if alpha < 0:
             raise ConfigError(f"buffer.alpha={alpha}: must be >= 0")
         if not 0.0 <= beta0 <= 1.0:
             raise ConfigError(f"buffer.beta0={beta0}: must be in [0, 1]")
+        if not 0.0 <= beta_end <= 1.0:
+            raise ConfigError(f"buffer.beta_end={beta_end}: must be in [0, 1]")
         if beta_steps < 1:
             raise ConfigError(f"buffer.beta_steps={beta_steps}: must be >= 1")
         if priority_eps <= 0:
             raise ConfigError(f"buffer.priority_eps={priority_eps}: must be > 0")
+        if sequence_length is not None and sequence_length < 1:
+            raise ConfigError(
+                f"buffer.sequence_length={sequence_length}: must be >= 1 or null (transitions)"
+            )
+        if sequence_length is not None and kwargs.get("frame_stack", 1) > 1:
+            raise ConfigError(
+                f"buffer.sequence_length={sequence_length} with buffer.frame_stack="
+                f"{kwargs['frame_stack']}: prioritized sequences take unstacked observations"
+            )
         super().__init__(**kwargs)
+        if sequence_length is not None:
+            self._check_length(sequence_length)
+        self.sequence_length = sequence_length
         self.alpha, self.beta0, self.beta_steps = alpha, beta0, beta_steps
+        self.beta_end = beta_end
         self.priority_eps = priority_eps
         self.tree = SumTree(self.rows * self.num_envs)
         self.max_priority = 1.0  # in tree units, p = (|delta| + eps)**alpha
@@ -187,7 +217,7 @@ class PrioritizedReplayBuffer(TrajectoryReplayBuffer):
     def beta(self) -> float:
         """Importance-sampling exponent at the current env step."""
         frac = min(self.env_steps / self.beta_steps, 1.0)
-        return self.beta0 + frac * (1.0 - self.beta0)
+        return self.beta0 + frac * (self.beta_end - self.beta0)
 
     # ------------------------------------------------------------------ writing
     def add(
@@ -217,6 +247,9 @@ class PrioritizedReplayBuffer(TrajectoryReplayBuffer):
                 self.tree.update(head_slots, np.zeros(self.num_envs))
             if self.frame_stack > 1:
                 self._evict_unreachable_stacks()
+        if self.sequence_length is not None:
+            self._insert_windows(self.sequence_length)
+            return
         n = self.n_step
         # In the common case only the row n steps old becomes known; after an episode end
         # also that env's younger rows (their windows now end inside the episode).
@@ -234,6 +267,20 @@ class PrioritizedReplayBuffer(TrajectoryReplayBuffer):
         rows = (self.head - ages) % self.rows
         slots = rows * self.num_envs + cand_envs
         new = self._valid(rows, cand_envs, ages, n) & (self.tree.get(slots) == 0.0)
+        if new.any():
+            self.tree.update(slots[new], np.full(int(new.sum()), self.max_priority))
+
+    def _insert_windows(self, length: int) -> None:
+        """Insert the windows whose ``length`` steps just became known: each env's row
+        ``length`` rows old (a window is complete once its last step is stored, and stays
+        valid until the ring overwrites its first row, the oldest of its rows)."""
+        if self.complete < length:
+            return
+        envs = np.arange(self.num_envs)
+        ages = np.full(self.num_envs, length)
+        rows = (self.head - ages) % self.rows
+        slots = rows * self.num_envs + envs
+        new = self._valid_windows(rows, envs, ages, length, True) & (self.tree.get(slots) == 0.0)
         if new.any():
             self.tree.update(slots[new], np.full(int(new.sum()), self.max_priority))
 
@@ -255,7 +302,65 @@ class PrioritizedReplayBuffer(TrajectoryReplayBuffer):
         return int(np.count_nonzero(self.tree.leaves))
 
     def can_sample(self, n_step: int | None = None) -> bool:
+        if self.sequence_length is not None:
+            raise ValueError(self._sequences_only())
         return self.tree.total > 0.0
+
+    def _sequences_only(self) -> str:
+        return (
+            f"this buffer prioritizes windows of buffer.sequence_length={self.sequence_length} "
+            "steps: sample them with sample_sequences, not n-step transitions"
+        )
+
+    def _check_sequences(self, length: int, within_episode: bool) -> None:
+        if self.sequence_length is None:
+            raise ValueError(
+                "prioritized replay over n-step transitions cannot sample sequences; "
+                "set buffer.sequence_length to the sequence length"
+            )
+        if length != self.sequence_length or not within_episode:
+            raise ValueError(
+                f"sequences of length={length} (within_episode={within_episode}): this "
+                f"buffer prioritizes windows of buffer.sequence_length={self.sequence_length} "
+                "steps inside one episode"
+            )
+
+    def can_sample_sequences(self, length: int, within_episode: bool) -> bool:
+        """Whether some window is in the tree (``length`` must be ``sequence_length``)."""
+        if self.sequence_length is None:
+            return super().can_sample_sequences(length, within_episode)
+        self._check_sequences(length, within_episode)
+        return self.tree.total > 0.0
+
+    def _draw_prioritized(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(slots (B,), importance weights (B,) float32)``: stratified, one draw from
+        each of ``batch_size`` equal slices of the total priority; weights ``(N P_i)^-beta``
+        over the batch's largest."""
+        total = self.tree.total
+        if total <= 0.0:
+            raise RuntimeError(f"replay buffer has {len(self)} steps: too few to sample")
+        targets = (np.arange(batch_size) + self.rng.random(batch_size)) * (total / batch_size)
+        slots = self.tree.find(targets)
+        priorities = self.tree.get(slots)
+        # (N P_i)^-beta / max_j (N P_j)^-beta = (p_i / min_j p_j)^-beta: N and the total cancel
+        weights = ((priorities / priorities.min()) ** -self.beta()).astype(np.float32)
+        return slots, weights
+
+    def sample_sequences(self, batch_size: int, *, length: int, within_episode: bool) -> Batch:
+        """A prioritized batch of windows (see ``TrajectoryReplayBuffer.sample_sequences``)
+        with ``indices (B,)`` (the windows' start slots, for ``update``) and importance
+        ``weights (B,)``; uniform windows when ``sequence_length`` is ``None``."""
+        if self.sequence_length is None:
+            return super().sample_sequences(
+                batch_size, length=length, within_episode=within_episode
+            )
+        self._check_sequences(length, within_episode)
+        slots, weights = self._draw_prioritized(batch_size)
+        rows, envs = np.divmod(slots, self.num_envs)
+        batch = self.gather_sequences(rows, envs, length=length)
+        batch["indices"] = slots
+        batch["weights"] = weights
+        return batch
 
     def sample(self, batch_size: int, *, n_step: int, gamma: float) -> Batch:
         """A prioritized batch (see ``TrajectoryReplayBuffer.gather``) plus ``indices (B,)``
@@ -263,22 +368,18 @@ class PrioritizedReplayBuffer(TrajectoryReplayBuffer):
 
         Stratified: one draw from each of ``batch_size`` equal slices of the total priority.
         """
+        if self.sequence_length is not None:
+            raise ValueError(self._sequences_only())
         if n_step != self.n_step:
             raise ValueError(
                 f"prioritized replay tracks windows of buffer.n_step={self.n_step}; "
                 f"cannot sample n_step={n_step}"
             )
-        total = self.tree.total
-        if total <= 0.0:
-            raise RuntimeError(f"replay buffer has {len(self)} steps: too few to sample")
-        targets = (np.arange(batch_size) + self.rng.random(batch_size)) * (total / batch_size)
-        slots = self.tree.find(targets)
-        priorities = self.tree.get(slots)
+        slots, weights = self._draw_prioritized(batch_size)
         rows, envs = np.divmod(slots, self.num_envs)
         batch = self.gather(rows, envs, n_step=n_step, gamma=gamma)
         batch["indices"] = slots
-        # (N P_i)^-beta / max_j (N P_j)^-beta = (p_i / min_j p_j)^-beta: N and the total cancel
-        batch["weights"] = ((priorities / priorities.min()) ** -self.beta()).astype(np.float32)
+        batch["weights"] = weights
         return batch
 
     def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:

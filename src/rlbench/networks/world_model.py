@@ -9,10 +9,16 @@ softmax groups of 8. Reward and Q heads output ``num_bins`` logits (discrete reg
 truncated normal of std 0.02, biases at zero (the authors' ``init.weight_init``). The Q
 ensemble is one set of stacked weights ``(K, in, out)`` evaluated with batched matmuls,
 so a subset of heads costs only its own share.
+
+``TOLD`` is TD-MPC's (Hansen, Wang and Su 2022) model: ELU MLPs without normalization or
+SimNorm, scalar reward and Q heads, two Q heads whose first layer is ``Linear -> LayerNorm
+-> Tanh`` (the same ``QEnsemble``, parameterized), a deterministic tanh policy, orthogonal
+initialisation, and a target copy of the encoder and the Q heads.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass
 
@@ -113,36 +119,77 @@ def weight_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class QEnsemble(nn.Module):
-    """``K`` Q heads ``(z, a) -> num_bins`` logits, each ``in -> [mlp_dim] * depth ->
-    num_bins`` with ``NormedLinear`` hidden layers (dropout after the first Linear), as
-    stacked weights: ``weights[i] (K, in_i, out_i)``.
+ACTIVATIONS = ("mish", "elu", "tanh")
+Q_INITS = ("trunc_normal", "orthogonal")
 
-    ``forward(x, heads=None, dropout=False)``: ``x (..., in)`` -> ``(k, ..., num_bins)``
+
+def _activate(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "mish":
+        return mish(x)
+    if name == "elu":
+        return F.elu(x)
+    return torch.tanh(x)
+
+
+class QEnsemble(nn.Module):
+    """``K`` Q heads ``(z, a) -> out_dim`` (logits, or one value), each ``in -> [mlp_dim] *
+    depth -> out_dim``, as stacked weights ``weights[i] (K, in_i, out_i)``. Hidden layer
+    ``i`` is ``Linear -> [Dropout, first layer] -> [LayerNorm if norms[i]] -> acts[i]``;
+    the defaults are TD-MPC2's (LayerNorm and Mish everywhere, truncated-normal init), TD-MPC
+    takes ``acts=("tanh", "elu")``, ``norms=(True, False)``, ``init="orthogonal"``. The
+    last layer starts at zero (TD-MPC2: the middle bin; TD-MPC: a value of 0).
+
+    ``forward(x, heads=None, dropout=False)``: ``x (..., in)`` -> ``(k, ..., out_dim)``
     for the ``k`` heads selected by ``heads`` (all when ``None``); dropout is applied only
     when asked (training losses), never while planning.
     """
 
     def __init__(
-        self, in_dim: int, hidden: list[int], out_dim: int, *, num_q: int, dropout: float
+        self,
+        in_dim: int,
+        hidden: list[int],
+        out_dim: int,
+        *,
+        num_q: int,
+        dropout: float,
+        acts: tuple[str, ...] | None = None,
+        norms: tuple[bool, ...] | None = None,
+        init: str = "trunc_normal",
     ) -> None:
         super().__init__()
         self.num_q, self.dropout = num_q, dropout
+        self.acts = acts if acts is not None else ("mish",) * len(hidden)
+        self.norms = norms if norms is not None else (True,) * len(hidden)
+        if len(self.acts) != len(hidden) or len(self.norms) != len(hidden):
+            raise ValueError(
+                f"acts={self.acts}, norms={self.norms}: need one per hidden layer ({len(hidden)})"
+            )
+        if bad := [a for a in self.acts if a not in ACTIVATIONS]:
+            raise ValueError(f"Q activation {bad[0]!r}: allowed {', '.join(ACTIVATIONS)}")
+        if init not in Q_INITS:
+            raise ValueError(f"Q init {init!r}: allowed {', '.join(Q_INITS)}")
         dims = [in_dim, *hidden, out_dim]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         self.ln_weights = nn.ParameterList()
         self.ln_biases = nn.ParameterList()
+        self._ln_index: list[int] = []  # hidden layer -> its LayerNorm's index (-1: none)
         for i, (a, b) in enumerate(itertools.pairwise(dims)):
             weight = torch.empty(num_q, a, b)
-            nn.init.trunc_normal_(weight, std=0.02)
             if i == len(dims) - 2:
                 nn.init.zeros_(weight)  # last layer: zero (the middle bin, 0)
+            elif init == "orthogonal":  # per head, on torch's (out, in) layout
+                for k in range(num_q):
+                    weight[k] = nn.init.orthogonal_(torch.empty(b, a)).T
+            else:
+                nn.init.trunc_normal_(weight, std=0.02)
             self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(torch.zeros(num_q, 1, b)))
             if i < len(dims) - 2:
-                self.ln_weights.append(nn.Parameter(torch.ones(num_q, 1, b)))
-                self.ln_biases.append(nn.Parameter(torch.zeros(num_q, 1, b)))
+                self._ln_index.append(len(self.ln_weights) if self.norms[i] else -1)
+                if self.norms[i]:
+                    self.ln_weights.append(nn.Parameter(torch.ones(num_q, 1, b)))
+                    self.ln_biases.append(nn.Parameter(torch.zeros(num_q, 1, b)))
 
     def forward(
         self, x: torch.Tensor, *, heads: torch.Tensor | None = None, dropout: bool = False
@@ -161,10 +208,12 @@ class QEnsemble(nn.Module):
                 break
             if i == 0 and dropout and self.dropout > 0:
                 h = F.dropout(h, self.dropout, training=True)
-            h = torch.addcmul(
-                pick(self.ln_biases[i]), F.layer_norm(h, h.shape[-1:]), pick(self.ln_weights[i])
-            )
-            h = mish(h)
+            j = self._ln_index[i]
+            if j >= 0:
+                h = torch.addcmul(
+                    pick(self.ln_biases[j]), F.layer_norm(h, h.shape[-1:]), pick(self.ln_weights[j])
+                )
+            h = _activate(h, self.acts[i])
         return h.reshape(h.shape[0], *lead, h.shape[-1])
 
 
@@ -280,6 +329,119 @@ class WorldModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+def elu_mlp(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
+    """``Linear -> ELU`` hidden layers, then a plain ``Linear`` (TD-MPC's ``helper.mlp``)."""
+    dims = [in_dim, *hidden]
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(dims):
+        layers += [nn.Linear(a, b), nn.ELU()]
+    layers.append(nn.Linear(dims[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    """TD-MPC's init: orthogonal Linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def truncated_normal_action(
+    mean: torch.Tensor, std: float, eps: torch.Tensor, *, clip: float
+) -> torch.Tensor:
+    """TD-MPC's exploratory policy sample (``helper.TruncatedNormal.sample``): ``mean +
+    clamp(std * eps, -clip, clip)`` clamped to ``[-1 + 1e-6, 1 - 1e-6]`` with a
+    straight-through gradient (the clamp passes gradients unchanged); all ``(..., A)``."""
+    x = mean + torch.clamp(std * eps, -clip, clip)
+    clamped = torch.clamp(x, -1.0 + 1e-6, 1.0 - 1e-6)
+    return x - x.detach() + clamped.detach() if x.requires_grad else clamped
+
+
+class TOLD(nn.Module):
+    """TD-MPC's Task-Oriented Latent Dynamics model for flat observations and actions in
+    ``[-1, 1]^action_dim``: encoder ``obs -> enc_dim -> latent`` and dynamics, reward and
+    policy MLPs over ``[mlp_dim] * 2`` (ELU, no normalization, no SimNorm), ``num_q``
+    scalar Q heads with a ``Linear -> LayerNorm -> Tanh`` first layer and an ELU second,
+    orthogonal init with zero last layers for reward and Q. ``target_encoder`` and
+    ``target_qs`` are Polyak-averaged copies (no grads): the consistency targets and the
+    TD target's heads (the only parts of the authors' target model they read).
+    """
+
+    def __init__(
+        self,
+        *,
+        obs_dim: int,
+        action_dim: int,
+        enc_dim: int,
+        mlp_dim: int,
+        latent_dim: int,
+        num_q: int = 2,
+    ) -> None:
+        super().__init__()
+        hidden = 2 * [mlp_dim]
+        self.encoder = elu_mlp(obs_dim, [enc_dim], latent_dim)
+        self.dynamics = elu_mlp(latent_dim + action_dim, hidden, latent_dim)
+        self.reward = elu_mlp(latent_dim + action_dim, hidden, 1)
+        self.pi_net = elu_mlp(latent_dim, hidden, action_dim)
+        self.apply(orthogonal_init)
+        last = self.reward[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        self.qs = QEnsemble(
+            latent_dim + action_dim,
+            hidden,
+            1,
+            num_q=num_q,
+            dropout=0.0,
+            acts=("tanh", "elu"),  # Linear -> LayerNorm -> Tanh, then Linear -> ELU
+            norms=(True, False),
+            init="orthogonal",
+        )
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_qs = copy.deepcopy(self.qs).requires_grad_(False)
+
+    def encode(self, obs: torch.Tensor, *, target: bool = False) -> torch.Tensor:
+        """Latents ``(..., latent)`` of observations ``(..., obs_dim)``."""
+        return (self.target_encoder if target else self.encoder)(obs)
+
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Next latents ``(..., latent)`` from ``z (..., latent)`` and ``a (..., A)``."""
+        return self.dynamics(torch.cat([z, a], dim=-1))
+
+    def reward_value(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Predicted rewards ``(...)``."""
+        return self.reward(torch.cat([z, a], dim=-1)).squeeze(-1)
+
+    def q(self, z: torch.Tensor, a: torch.Tensor, *, target: bool = False) -> torch.Tensor:
+        """Values ``(num_q, ...)`` of every online (or target) head."""
+        qs = self.target_qs if target else self.qs
+        return qs(torch.cat([z, a], dim=-1)).squeeze(-1)
+
+    def pi(
+        self,
+        z: torch.Tensor,
+        *,
+        std: float = 0.0,
+        clip: float = 0.3,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``tanh(pi(z)) (..., A)``, plus clipped Gaussian noise of ``std`` when ``std > 0``
+        (``truncated_normal_action``)."""
+        mean = torch.tanh(self.pi_net(z))
+        if std <= 0:
+            return mean
+        if generator is None:
+            eps = torch.randn_like(mean)
+        else:
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return truncated_normal_action(mean, std, eps, clip=clip)
+
+    def num_params(self) -> int:
+        """Learnable parameters (the target copies excluded)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
 def size_of(preset: str, **overrides: int | None) -> WorldModelSize:
     """``MODEL_SIZES[preset]`` with the non-``None`` ``overrides`` applied."""
     if preset not in MODEL_SIZES:
@@ -291,6 +453,7 @@ def size_of(preset: str, **overrides: int | None) -> WorldModelSize:
 
 __all__ = [
     "MODEL_SIZES",
+    "TOLD",
     "NormedLinear",
     "PolicyPrior",
     "QEnsemble",
