@@ -1,10 +1,12 @@
 """TD-MPC (Hansen, Wang and Su, ICML 2022): model-predictive control in the latent space of
 a task-oriented latent dynamics model (TOLD), learnt by temporal differences.
 
-What TD-MPC shares with TD-MPC2 is taken from ``algos/tdmpc2.py``: the MPPI planner
-(``plan_mppi``, with ``momentum``), the planner's warm start and the actor
-(``TDMPC2Actor``), the sequence data spec (windows of ``H`` steps inside one episode) and
-the rho-weighted horizon losses. What differs is here, following the authors' code
+What TD-MPC shares with TD-MPC2 is in ``algos/planning.py``: the MPPI planner
+(``plan_mppi``, with ``momentum``), the planner's warm start, the actor
+(``PlanningActor``) and the base class (``PlanningModule``: the checks of the spaces, the
+action scaling, the sequence data spec of windows of ``H`` steps inside one episode); the
+rho-weighted horizon losses are in ``losses.py``. What differs is here, following the
+authors' code
 (nicklashansen/tdmpc: ``src/algorithm/tdmpc.py``, ``src/algorithm/helper.py``,
 ``cfgs/default.yaml``):
 
@@ -48,15 +50,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
-from rlbench.algos.base import RLModule, split_clip
-from rlbench.algos.tdmpc2 import Fn, Latent, MPPIConfig, TDMPC2Actor
+from rlbench.algos.planning import Fn, Latent, MPPIConfig, PlanningModule
 from rlbench.errors import ConfigError
 from rlbench.losses import polyak_update, rho_weighted_sum
 from rlbench.networks.world_model import TOLD
-from rlbench.specs import SequenceSpec
 
 
 def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
@@ -72,7 +71,7 @@ def planning_horizon(step: int, *, horizon: int, duration: int) -> int:
     return int(min(horizon, linear_schedule(1.0, horizon, duration, step)))
 
 
-class TDMPC(RLModule):
+class TDMPC(PlanningModule):
     """TD-MPC for flat observations and bounded continuous actions.
 
     Args:
@@ -102,7 +101,7 @@ class TDMPC(RLModule):
             schedule; ``initial_updates=None`` is as many as ``learning_starts``.
     """
 
-    action_spaces = (gym.spaces.Box,)
+    model: TOLD
 
     def __init__(
         self,
@@ -141,9 +140,6 @@ class TDMPC(RLModule):
         gradient_steps: int = 1,
         seed: int = 0,
     ) -> None:
-        self.optimizer_factory, self.main_clip = split_clip(optimizer)
-        self.pi_optimizer_factory, self.pi_clip = split_clip(pi_optimizer)
-        super().__init__(name=name, seed=seed)
         if min(enc_dim, mlp_dim, latent_dim) < 1:
             raise ConfigError(
                 f"algo.enc_dim={enc_dim}, algo.mlp_dim={mlp_dim}, algo.latent_dim={latent_dim}: "
@@ -174,6 +170,31 @@ class TDMPC(RLModule):
                 f"{horizon_schedule_steps}, algo.target_update_every={target_update_every}: "
                 "must be >= 1"
             )
+        num_pi = int(mixture_coef * num_samples)
+        super().__init__(
+            name=name,
+            seed=seed,
+            optimizer=optimizer,
+            pi_optimizer=pi_optimizer,
+            # plan_mppi draws its policy sequences out of num_samples: the authors add them
+            mppi=MPPIConfig(
+                horizon=horizon,
+                iterations=iterations,
+                num_samples=num_samples + num_pi,
+                num_elites=num_elites,
+                num_pi_trajs=num_pi,
+                temperature=temperature,
+                min_std=min_std,
+                max_std=max_std,
+                momentum=momentum,
+            ),
+            horizon=horizon,
+            batch_size=batch_size,
+            learning_starts=learning_starts,
+            initial_updates=initial_updates,
+            train_every=train_every,
+            gradient_steps=gradient_steps,
+        )
         self.widths = (enc_dim, mlp_dim, latent_dim)
         self.horizon, self.rho, self.tau, self.discount = horizon, rho, tau, discount
         self.coefs = (consistency_coef, reward_coef, value_coef)
@@ -183,60 +204,16 @@ class TDMPC(RLModule):
             std_schedule_steps,
             horizon_schedule_steps,
         )
-        num_pi = int(mixture_coef * num_samples)
-        # plan_mppi draws its policy sequences out of num_samples: the authors add them
-        self.mppi = MPPIConfig(
-            horizon=horizon,
-            iterations=iterations,
-            num_samples=num_samples + num_pi,
-            num_elites=num_elites,
-            num_pi_trajs=num_pi,
-            temperature=temperature,
-            min_std=min_std,
-            max_std=max_std,
-            momentum=momentum,
-        )
-        self._spec = SequenceSpec(
-            batch_size=batch_size,
-            learning_starts=learning_starts,
-            train_every=train_every,
-            gradient_steps=gradient_steps,
-            initial_updates=learning_starts if initial_updates is None else initial_updates,
-            length=horizon,
-            within_episode=True,
-        )
-        self.action_dim = 0
         self.clock: torch.Tensor  # env step of the latest batch learnt from
         self.updates: torch.Tensor  # gradient steps of the model taken
         self.register_buffer("clock", torch.zeros((), dtype=torch.int64))
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
 
-    @property
-    def data_spec(self) -> SequenceSpec:
-        return self._spec
-
     def build(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
-        assert isinstance(action_space, gym.spaces.Box)
-        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-            raise ConfigError(
-                f"algo={self.name} takes flat observations (a 1-d Box), not {observation_space}"
-            )
-        low, high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
-        if len(action_space.shape) != 1 or not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ConfigError(
-                f"algo={self.name} needs a 1-d Box action space with finite bounds, "
-                f"not {action_space}"
-            )
-        self.action_dim = int(action_space.shape[0])
-        if self.action_dim >= 20:  # TD-MPC2's heuristic for large action spaces
-            self.mppi = dataclasses.replace(self.mppi, iterations=self.mppi.iterations + 2)
-        self.action_scale: torch.Tensor
-        self.action_bias: torch.Tensor
-        self.register_buffer("action_scale", torch.from_numpy((high - low) / 2.0))
-        self.register_buffer("action_bias", torch.from_numpy((high + low) / 2.0))
+        obs_dim = self.build_spaces(observation_space, action_space)
         enc_dim, mlp_dim, latent_dim = self.widths
         self.model = TOLD(
-            obs_dim=int(observation_space.shape[0]),
+            obs_dim=obs_dim,
             action_dim=self.action_dim,
             enc_dim=enc_dim,
             mlp_dim=mlp_dim,
@@ -292,37 +269,13 @@ class TDMPC(RLModule):
             "policy": policy,
         }
 
-    def make_actor(
-        self, *, num_envs: int, mode: str = "train", deterministic: bool = True, seed: int = 0
-    ) -> TDMPC2Actor:
-        """Training plans with exploration noise and draws the elite by score (RNG from
-        the module's seed); evaluation takes the best elite without noise, or with
-        ``deterministic=False`` acts as in training; its RNG comes from ``seed``."""
-        self.check_mode(mode)
-        if not self.built:
-            raise RuntimeError("build the module (build_for) before making actors")
-        if mode == "train":
-            rng = np.random.default_rng([self.seed, 1])
-            return TDMPC2Actor(
-                self, num_envs=num_envs, rng=rng, explore=True, sample_elite=True, train=True
-            )
-        rng = np.random.default_rng([seed, 5])
-        stochastic = not deterministic
-        return TDMPC2Actor(
-            self, num_envs=num_envs, rng=rng, explore=stochastic, sample_elite=stochastic
-        )
-
     # ------------------------------------------------------------------ learning
     def training_step(self, dataloader_iter: Iterator[Any]) -> None:
         batch, _, _ = next(dataloader_iter)
         self.clock.fill_(int(batch["env_step"]))
         batch = self.batch_to_device(batch)
         model, rho, horizon = self.model, self.rho, self.horizon
-        obs = batch["obs"].float().transpose(0, 1)  # (H+1, B, O)
-        action = ((batch["action"].float() - self.action_bias) / self.action_scale).clamp(-1, 1)
-        action = action.transpose(0, 1)  # (H, B, A) in [-1, 1]
-        reward = batch["reward"].float().transpose(0, 1)  # (H, B)
-        terminated = batch["terminated"].float().transpose(0, 1)
+        obs, action, reward, terminated = self.time_major(batch)
         weights = batch.get("weights")  # (B,) importance weights: prioritized replay only
 
         with torch.no_grad():

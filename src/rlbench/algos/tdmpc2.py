@@ -1,12 +1,11 @@
 """TD-MPC2 (Hansen, Su and Wang, ICLR 2024): model-predictive control in the latent space
 of an implicit world model, learnt by temporal differences.
 
-Reads top to bottom: ``warm_start`` and ``plan_mppi`` are the planner, a pure function of
-callables (dynamics, reward, terminal value, policy prior) so it is tested on toy models;
-``TDMPC2Actor`` plans for N envs at once and owns the planner's state (each env's previous
-plan and the RNG); ``TDMPC2`` builds the world model (``networks/world_model.py``) and
-learns from sequences of ``H + 1`` observations (``SequenceSpec(length=H)``, inside one
-episode) with two optimizers:
+The MPPI planner (``plan_mppi``), the actor that plans with the world model and the base
+class shared with TD-MPC (``PlanningModule``: spaces, action scaling, data spec, actors)
+are in ``algos/planning.py``. ``TDMPC2`` builds the world model
+(``networks/world_model.py``) and learns from sequences of ``H + 1`` observations
+(``SequenceSpec(length=H)``, inside one episode) with two optimizers:
 
 - ``main`` (encoder at ``enc_lr_scale`` x the learning rate, dynamics, reward, Q heads):
   ``consistency_coef * C + reward_coef * R + value_coef * V`` where, over a latent rollout
@@ -37,16 +36,23 @@ stop the TD bootstrap), multi-task embeddings, pixel observations.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
-from rlbench.algos.base import RLModule, split_clip
+from rlbench.algos.planning import (
+    Fn,
+    Latent,
+    MPPIConfig,
+    Plan,
+    PlanningModule,
+    fit_horizon,
+    plan_mppi,
+    warm_start,
+)
+from rlbench.algos.planning import PlanningActor as TDMPC2Actor
 from rlbench.errors import ConfigError
 from rlbench.losses import (
     episode_discount,
@@ -57,247 +63,24 @@ from rlbench.losses import (
     two_hot_inv,
 )
 from rlbench.networks.world_model import MODEL_SIZES, WorldModel, size_of
-from rlbench.specs import SequenceSpec
 
-Latent = torch.Tensor
-Fn = Callable[..., torch.Tensor]
-
-
-# ---------------------------------------------------------------------- the planner
-@dataclass(frozen=True)
-class MPPIConfig:
-    """MPPI's settings (the authors' defaults). ``temperature`` multiplies the values in
-    the elites' softmax weights ``exp(temperature * (v - max v))``, as in the authors' code.
-    ``momentum`` keeps that share of the previous iteration's mean in each refit (TD-MPC:
-    0.1; TD-MPC2: 0)."""
-
-    horizon: int = 3
-    iterations: int = 6
-    num_samples: int = 512
-    num_elites: int = 64
-    num_pi_trajs: int = 24
-    temperature: float = 0.5
-    min_std: float = 0.05
-    max_std: float = 2.0
-    momentum: float = 0.0
-
-
-@dataclass
-class Plan:
-    """``action (N, A)`` to take now; ``mean``, ``std (N, H, A)`` of the final iteration."""
-
-    action: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-
-
-def warm_start(prev_mean: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """The initial MPPI mean ``(N, H, A)``: each env's previous plan shifted one step
-    ahead (its last step 0), and all zeros for envs whose observation is an episode's
-    ``first (N,)`` bool."""
-    keep = (~first).to(prev_mean.dtype)[:, None, None]
-    return torch.cat([prev_mean[:, 1:], torch.zeros_like(prev_mean[:, :1])], dim=1) * keep
-
-
-def fit_horizon(prev_mean: torch.Tensor, horizon: int) -> torch.Tensor:
-    """``prev_mean (N, H', A)`` cut or zero-padded at its end to ``(N, horizon, A)``: a
-    scheduled planning horizon (TD-MPC) may change between two steps of an episode."""
-    n, old, action_dim = prev_mean.shape
-    if old == horizon:
-        return prev_mean
-    if old > horizon:
-        return prev_mean[:, :horizon]
-    return torch.cat([prev_mean, prev_mean.new_zeros(n, horizon - old, action_dim)], dim=1)
-
-
-def plan_mppi(
-    z: Latent,
-    *,
-    init_mean: torch.Tensor,
-    dynamics: Fn,
-    reward: Fn,
-    value: Fn,
-    policy: Fn | None,
-    discount: float,
-    cfg: MPPIConfig,
-    generator: torch.Generator,
-    explore: bool,
-    sample_elite: bool,
-) -> Plan:
-    """MPPI over action sequences of ``cfg.horizon`` steps from latents ``z (N, Z)``.
-
-    Each of ``cfg.iterations`` rounds scores ``cfg.num_samples`` sequences per env --
-    ``cfg.num_pi_trajs`` rolled out once with ``policy``, the rest drawn from
-    ``N(mean, std)`` clamped to ``[-1, 1]`` -- by ``sum_t discount^t reward(z_t, a_t) +
-    discount^H value(z_H)`` along ``z_{t+1} = dynamics(z_t, a_t)``, keeps the
-    ``cfg.num_elites`` best and refits ``mean`` and ``std`` (clamped to ``[min_std,
-    max_std]``) to them weighted by ``exp(temperature * (v - max v))``; with
-    ``cfg.momentum = m`` the new mean is ``m * mean + (1 - m) * refit`` (the std is the
-    refit's, around the refit mean, as in TD-MPC's code).
-
-    The action is the first step of an elite drawn by those weights (``sample_elite``) or
-    of the best one, plus ``std_0 * N(0, 1)`` noise when ``explore``, clamped to ``[-1, 1]``.
-
-    Args:
-        z: ``(N, Z)`` latent of each env's current observation.
-        init_mean: ``(N, H, A)`` initial mean (``warm_start``); the std starts at ``max_std``.
-        dynamics: ``(z (..., Z), a (..., A)) -> z' (..., Z)``.
-        reward: ``(z, a) -> r (...)``.
-        value: ``z (..., Z) -> v (...)``, the terminal value.
-        policy: ``z (..., Z) -> a (..., A)`` in ``[-1, 1]``, or ``None`` (no policy samples).
-        discount: per-step discount of the returns.
-        cfg: the sample counts, temperature and std bounds.
-        generator: every random draw (samples, elite, noise) comes from it.
-        explore, sample_elite: see above (training: both; deterministic evaluation: neither).
-    """
-    n, horizon, action_dim = init_mean.shape
-    samples, num_pi = cfg.num_samples, cfg.num_pi_trajs if policy is not None else 0
-    device, dtype = init_mean.device, init_mean.dtype
-    actions = torch.empty(n, samples, horizon, action_dim, device=device, dtype=dtype)
-    if num_pi > 0:
-        assert policy is not None
-        zp = z.unsqueeze(1).expand(n, num_pi, z.shape[-1])
-        for t in range(horizon):
-            actions[:, :num_pi, t] = policy(zp)
-            if t < horizon - 1:
-                zp = dynamics(zp, actions[:, :num_pi, t])
-    z0 = z.unsqueeze(1).expand(n, samples, z.shape[-1])
-    mean = init_mean
-    std = torch.full_like(init_mean, cfg.max_std)
-    for _ in range(cfg.iterations):
-        noise = torch.randn(
-            n,
-            samples - num_pi,
-            horizon,
-            action_dim,
-            generator=generator,
-            device=device,
-            dtype=dtype,
-        )
-        actions[:, num_pi:] = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1.0, 1.0)
-        returns = torch.zeros(n, samples, device=device, dtype=dtype)
-        zt, scale = z0, 1.0
-        for t in range(horizon):
-            returns = returns + scale * reward(zt, actions[:, :, t])
-            zt = dynamics(zt, actions[:, :, t])
-            scale *= discount
-        returns = (returns + scale * value(zt)).nan_to_num(0.0)
-        elite_value, elite_idx = torch.topk(returns, cfg.num_elites, dim=1)  # (N, E)
-        elites = torch.gather(
-            actions, 1, elite_idx[:, :, None, None].expand(-1, -1, horizon, action_dim)
-        )  # (N, E, H, A)
-        score = torch.softmax(cfg.temperature * elite_value, dim=1)  # = exp(T(v - max)) / sum
-        w = score[:, :, None, None]
-        refit = (w * elites).sum(1)
-        std = (w * (elites - refit.unsqueeze(1)).pow(2)).sum(1).sqrt()
-        std = std.clamp(cfg.min_std, cfg.max_std)
-        mean = refit if cfg.momentum == 0 else torch.lerp(refit, mean, cfg.momentum)
-    if sample_elite:
-        pick = torch.multinomial(score, 1, generator=generator).squeeze(1)
-    else:
-        pick = score.argmax(dim=1)
-    action = elites[torch.arange(n, device=device), pick, 0]
-    if explore:
-        eps = torch.randn(n, action_dim, generator=generator, device=device, dtype=dtype)
-        action = action + std[:, 0] * eps
-    return Plan(action=action.clamp(-1.0, 1.0), mean=mean, std=std)
-
-
-# ---------------------------------------------------------------------- the actor
-class PlanningModule(Protocol):
-    """What ``TDMPC2Actor`` reads of its module (``TDMPC2``, ``TDMPC``)."""
-
-    model: Any  # .encode(obs (N, O)) -> z (N, Z)
-    discount: float
-    action_dim: int
-    action_scale: torch.Tensor
-    action_bias: torch.Tensor
-
-    @property
-    def device(self) -> torch.device: ...
-
-    def planner(self, env_step: int | None) -> MPPIConfig:
-        """MPPI's settings at training env step ``env_step`` (``None``: the module's own
-        clock, for actors that do not train)."""
-        ...
-
-    def planning_functions(self, generator: torch.Generator) -> dict[str, Fn]: ...
-
-
-class TDMPC2Actor:
-    """Plans with a ``TDMPC2`` (or ``TDMPC``) module's live world model for ``num_envs``
-    envs at once.
-
-    Its state is the planner's: each env's previous plan mean ``(N, H, A)`` (the warm
-    start, reset at ``first``) and a numpy generator that seeds a torch generator on the
-    module's device for each call, so every draw of a plan is reproducible and the state
-    is small and exact to checkpoint. The planner's settings come from
-    ``module.planner(env_step)``: the training actor passes the training clock its
-    DataModule sets, other actors ``None`` (schedules then follow the module's clock).
-
-    Args:
-        module: the module whose world model it plans with.
-        num_envs: N.
-        rng: the generator of the plans' random draws.
-        explore: add the final std's Gaussian noise to the action (training).
-        sample_elite: draw the action's elite by score, else take the best (evaluation).
-        train: the training actor (reads ``env_step``).
-    """
-
-    def __init__(
-        self,
-        module: PlanningModule,
-        *,
-        num_envs: int,
-        rng: np.random.Generator,
-        explore: bool,
-        sample_elite: bool,
-        train: bool = False,
-    ) -> None:
-        self.module = module
-        self.rng = rng
-        self.explore, self.sample_elite, self.train = explore, sample_elite, train
-        self.env_step = 0
-        horizon = module.planner(0 if train else None).horizon
-        self.prev_mean = torch.zeros(num_envs, horizon, module.action_dim)
-
-    def act(self, obs: np.ndarray, *, first: np.ndarray) -> np.ndarray:
-        """Actions ``(N, A)`` within the env's bounds for observations ``(N, obs_dim)``."""
-        module = self.module
-        device = module.device
-        cfg = module.planner(self.env_step if self.train else None)
-        with torch.inference_mode():
-            generator = torch.Generator(device=device)
-            generator.manual_seed(int(self.rng.integers(2**63 - 1)))
-            z = module.model.encode(torch.as_tensor(obs, device=device).float())
-            init = warm_start(
-                fit_horizon(self.prev_mean.to(device), cfg.horizon),
-                torch.as_tensor(np.asarray(first, np.bool_), device=device),
-            )
-            plan = plan_mppi(
-                z,
-                init_mean=init,
-                discount=module.discount,
-                cfg=cfg,
-                generator=generator,
-                explore=self.explore,
-                sample_elite=self.sample_elite,
-                **module.planning_functions(generator),
-            )
-            self.prev_mean = plan.mean.clone()
-            action = plan.action * module.action_scale + module.action_bias
-        return action.cpu().numpy()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "prev_mean": self.prev_mean.cpu().clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.prev_mean = state["prev_mean"].clone()
+# the planner's names, importable from here as before they moved to algos/planning.py
+__all__ = [
+    "TDMPC2",
+    "Fn",
+    "Latent",
+    "MPPIConfig",
+    "Plan",
+    "PlanningModule",
+    "TDMPC2Actor",
+    "fit_horizon",
+    "plan_mppi",
+    "warm_start",
+]
 
 
 # ---------------------------------------------------------------------- the module
-class TDMPC2(RLModule):
+class TDMPC2(PlanningModule):
     """TD-MPC2 for flat observations and bounded continuous actions.
 
     Args:
@@ -326,7 +109,7 @@ class TDMPC2(RLModule):
             ``initial_updates=None`` as many as ``learning_starts``.
     """
 
-    action_spaces = (gym.spaces.Box,)
+    model: WorldModel
 
     def __init__(
         self,
@@ -374,12 +157,9 @@ class TDMPC2(RLModule):
         gradient_steps: int = 1,
         seed: int = 0,
     ) -> None:
-        self.optimizer_factory, self.main_clip = split_clip(optimizer)
-        self.pi_optimizer_factory, self.pi_clip = split_clip(pi_optimizer)
-        super().__init__(name=name, seed=seed)
         if size not in MODEL_SIZES:
             raise ConfigError(f"algo.size={size}: allowed {', '.join(MODEL_SIZES)}")
-        self.size = size_of(
+        sizes = size_of(
             size,
             enc_dim=enc_dim,
             mlp_dim=mlp_dim,
@@ -388,13 +168,13 @@ class TDMPC2(RLModule):
             num_q=num_q,
             simnorm_dim=simnorm_dim,
         )
-        if self.size.latent_dim % simnorm_dim:
+        if sizes.latent_dim % simnorm_dim:
             raise ConfigError(
-                f"algo.latent_dim={self.size.latent_dim}: must be a multiple of "
+                f"algo.latent_dim={sizes.latent_dim}: must be a multiple of "
                 f"algo.simnorm_dim={simnorm_dim}"
             )
-        if min(self.size.enc_dim, self.size.mlp_dim, self.size.num_enc_layers, self.size.num_q) < 1:
-            raise ConfigError(f"algo.size={size}: every width must be >= 1, got {self.size}")
+        if min(sizes.enc_dim, sizes.mlp_dim, sizes.num_enc_layers, sizes.num_q) < 1:
+            raise ConfigError(f"algo.size={size}: every width must be >= 1, got {sizes}")
         if horizon < 1 or num_bins < 2 or not vmin < vmax:
             raise ConfigError(
                 f"algo.horizon={horizon}, algo.num_bins={num_bins}, algo.vmin={vmin}, "
@@ -415,6 +195,30 @@ class TDMPC2(RLModule):
             raise ConfigError(f"algo.discount={discount}: must be in [0, 1] or null")
         if episode_length < 1:
             raise ConfigError(f"algo.episode_length={episode_length}: must be >= 1")
+        seed_steps = max(1000, 5 * episode_length) if learning_starts is None else learning_starts
+        super().__init__(
+            name=name,
+            seed=seed,
+            optimizer=optimizer,
+            pi_optimizer=pi_optimizer,
+            mppi=MPPIConfig(
+                horizon=horizon,
+                iterations=iterations,
+                num_samples=num_samples,
+                num_elites=num_elites,
+                num_pi_trajs=num_pi_trajs,
+                temperature=temperature,
+                min_std=min_std,
+                max_std=max_std,
+            ),
+            horizon=horizon,
+            batch_size=batch_size,
+            learning_starts=seed_steps,
+            initial_updates=initial_updates,
+            train_every=train_every,
+            gradient_steps=gradient_steps,
+        )
+        self.size = sizes
         self.discount = (
             discount
             if discount is not None
@@ -427,55 +231,13 @@ class TDMPC2(RLModule):
         self.log_std_bounds = (log_std_min, log_std_max)
         self.entropy_coef, self.rho, self.tau = entropy_coef, rho, tau
         self.coefs = (consistency_coef, reward_coef, value_coef)
-        self.mppi = MPPIConfig(
-            horizon=horizon,
-            iterations=iterations,
-            num_samples=num_samples,
-            num_elites=num_elites,
-            num_pi_trajs=num_pi_trajs,
-            temperature=temperature,
-            min_std=min_std,
-            max_std=max_std,
-        )
-        seed_steps = max(1000, 5 * episode_length) if learning_starts is None else learning_starts
-        self._spec = SequenceSpec(
-            batch_size=batch_size,
-            learning_starts=seed_steps,
-            train_every=train_every,
-            gradient_steps=gradient_steps,
-            initial_updates=seed_steps if initial_updates is None else initial_updates,
-            length=horizon,
-            within_episode=True,
-        )
-        self.action_dim = 0
         self.q_scale: torch.Tensor
         self.register_buffer("q_scale", torch.ones(()))  # running 5-95% range of Q
 
-    @property
-    def data_spec(self) -> SequenceSpec:
-        return self._spec
-
     def build(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
-        assert isinstance(action_space, gym.spaces.Box)
-        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-            raise ConfigError(
-                f"algo={self.name} takes flat observations (a 1-d Box), not {observation_space}"
-            )
-        low, high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
-        if len(action_space.shape) != 1 or not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ConfigError(
-                f"algo={self.name} needs a 1-d Box action space with finite bounds, "
-                f"not {action_space}"
-            )
-        self.action_dim = int(action_space.shape[0])
-        if self.action_dim >= 20:  # the authors' heuristic for large action spaces
-            self.mppi = dataclasses.replace(self.mppi, iterations=self.mppi.iterations + 2)
-        self.action_scale: torch.Tensor
-        self.action_bias: torch.Tensor
-        self.register_buffer("action_scale", torch.from_numpy((high - low) / 2.0))
-        self.register_buffer("action_bias", torch.from_numpy((high + low) / 2.0))
+        obs_dim = self.build_spaces(observation_space, action_space)
         self.model = WorldModel(
-            obs_dim=int(observation_space.shape[0]),
+            obs_dim=obs_dim,
             action_dim=self.action_dim,
             size=self.size,
             num_bins=self.num_bins,
@@ -510,10 +272,6 @@ class TDMPC2(RLModule):
             return None
         return torch.randperm(self.size.num_q, generator=generator, device=self.device)[:2]
 
-    def planner(self, env_step: int | None) -> MPPIConfig:
-        """MPPI's settings (fixed in TD-MPC2, whatever the step)."""
-        return self.mppi
-
     def planning_functions(self, generator: torch.Generator) -> dict[str, Fn]:
         """The world model as ``plan_mppi`` takes it; random draws from ``generator``."""
         model = self.model
@@ -530,26 +288,6 @@ class TDMPC2(RLModule):
 
         return {"dynamics": model.next, "reward": reward, "value": value, "policy": policy}
 
-    def make_actor(
-        self, *, num_envs: int, mode: str = "train", deterministic: bool = True, seed: int = 0
-    ) -> TDMPC2Actor:
-        """Training plans with exploration noise and draws the elite by score (RNG from
-        the module's seed); evaluation takes the best elite without noise, or with
-        ``deterministic=False`` acts as in training; its RNG comes from ``seed``."""
-        self.check_mode(mode)
-        if not self.built:
-            raise RuntimeError("build the module (build_for) before making actors")
-        if mode == "train":
-            rng = np.random.default_rng([self.seed, 1])
-            return TDMPC2Actor(
-                self, num_envs=num_envs, rng=rng, explore=True, sample_elite=True, train=True
-            )
-        rng = np.random.default_rng([seed, 5])
-        stochastic = not deterministic
-        return TDMPC2Actor(
-            self, num_envs=num_envs, rng=rng, explore=stochastic, sample_elite=stochastic
-        )
-
     # ------------------------------------------------------------------ learning
     def soft_ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return soft_cross_entropy(
@@ -558,13 +296,8 @@ class TDMPC2(RLModule):
 
     def training_step(self, dataloader_iter: Iterator[Any]) -> None:
         batch, _, _ = next(dataloader_iter)
-        batch = self.batch_to_device(batch)
         model, rho = self.model, self.rho
-        obs = batch["obs"].float().transpose(0, 1)  # (H+1, B, O)
-        action = ((batch["action"].float() - self.action_bias) / self.action_scale).clamp(-1, 1)
-        action = action.transpose(0, 1)  # (H, B, A) in [-1, 1]
-        reward = batch["reward"].float().transpose(0, 1)  # (H, B)
-        terminated = batch["terminated"].float().transpose(0, 1)
+        obs, action, reward, terminated = self.time_major(self.batch_to_device(batch))
 
         with torch.no_grad():
             next_z = model.encode(obs[1:])  # (H, B, Z)
