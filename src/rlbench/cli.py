@@ -146,7 +146,8 @@ def _instantiate(node: Any, **kwargs: Any) -> Any:
 def algo_parts(module_cls: type, cfg: DictConfig) -> dict[str, Any]:
     """The shared config groups an algorithm's constructor asks for by name: ``network``
     (the encoder partial, its Q-head options kept on it) and ``sampler`` (Q-learning's
-    action sampler). An algorithm without such a parameter does not get the group."""
+    action sampler). An algorithm without such a parameter does not get the group. A sampler
+    whose constructor takes ``total_env_steps`` gets the run's (``sampler.decay_fraction``)."""
     import inspect
 
     from rlbench.networks.heads import split_head_options
@@ -156,7 +157,10 @@ def algo_parts(module_cls: type, cfg: DictConfig) -> dict[str, Any]:
     if "network" in params:  # the head options ride on the partial, not into the encoder
         parts["network"], _ = split_head_options(_instantiate(cfg.network, _convert_="all"))
     if "sampler" in params:
-        parts["sampler"] = _instantiate(cfg.sampler)
+        sampler_cls = hydra.utils.get_class(cfg.sampler._target_)
+        run = {"total_env_steps": cfg.total_env_steps}
+        takes = inspect.signature(sampler_cls).parameters
+        parts["sampler"] = _instantiate(cfg.sampler, **{k: v for k, v in run.items() if k in takes})
     return parts
 
 

@@ -187,6 +187,8 @@ class EpsilonGreedyConfig(SamplerConfig):
     start: float = 1.0
     end: float = 0.05
     decay_steps: int = 25_000
+    # when set, wins over decay_steps: decay over this fraction of total_env_steps
+    decay_fraction: float | None = None
 
 
 @dataclass

@@ -92,16 +92,55 @@ class Greedy(ActionSampler):
         return np.asarray(_values(scores).argmax(axis=1))
 
 
-class EpsilonGreedy(ActionSampler):
-    """With probability epsilon (linear schedule over env steps) a uniform random action."""
+def decay_duration(
+    *, decay_steps: int, decay_fraction: float | None, total_env_steps: int | None
+) -> int:
+    """Env steps over which an exploration schedule decays.
 
-    def __init__(self, *, start: float = 1.0, end: float = 0.05, decay_steps: int = 25_000):
+    ``decay_fraction`` (the ``exploration_fraction`` of CleanRL and Stable-Baselines3), when
+    set, wins over ``decay_steps``: the schedule ends at ``round(decay_fraction *
+    total_env_steps)``, so a preset keeps its shape when ``total_env_steps`` changes (also on
+    a resume that raises ``total_env_steps``: the rest of the schedule stretches with it).
+    ``decay_fraction=None`` keeps ``decay_steps``.
+    """
+    if decay_steps < 0:
+        raise ConfigError(f"sampler.decay_steps={decay_steps}: must be >= 0")
+    if decay_fraction is None:
+        return decay_steps
+    if not 0.0 <= decay_fraction <= 1.0:
+        raise ConfigError(f"sampler.decay_fraction={decay_fraction}: must be in [0, 1] or null")
+    if total_env_steps is None or total_env_steps <= 0:
+        raise ConfigError(
+            f"sampler.decay_fraction={decay_fraction} needs total_env_steps > 0 "
+            f"(got {total_env_steps})"
+        )
+    return round(decay_fraction * total_env_steps)
+
+
+class EpsilonGreedy(ActionSampler):
+    """With probability epsilon (linear schedule over env steps) a uniform random action.
+
+    Epsilon goes from ``start`` to ``end`` over ``decay_steps`` env steps, or, when
+    ``decay_fraction`` is set, over that fraction of ``total_env_steps`` (which the CLI
+    passes); see ``decay_duration``.
+    """
+
+    def __init__(
+        self,
+        *,
+        start: float = 1.0,
+        end: float = 0.05,
+        decay_steps: int = 25_000,
+        decay_fraction: float | None = None,
+        total_env_steps: int | None = None,
+    ):
         for name, v in (("start", start), ("end", end)):
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"sampler.{name}={v}: epsilon must be in [0, 1]")
-        if decay_steps < 0:
-            raise ConfigError(f"sampler.decay_steps={decay_steps}: must be >= 0")
-        self.epsilon = LinearSchedule(start=start, end=end, duration=decay_steps)
+        duration = decay_duration(
+            decay_steps=decay_steps, decay_fraction=decay_fraction, total_env_steps=total_env_steps
+        )
+        self.epsilon = LinearSchedule(start=start, end=end, duration=duration)
 
     def explore(self, scores: Scores, *, step: int, rng: np.random.Generator) -> np.ndarray:
         b, a = _shape(scores)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from rlbench.errors import ConfigError
-from rlbench.samplers import Boltzmann, EpsilonGreedy, Greedy, LazyScores, LinearSchedule
+from rlbench.samplers import (
+    Boltzmann,
+    EpsilonGreedy,
+    Greedy,
+    LazyScores,
+    LinearSchedule,
+    decay_duration,
+)
 
 
 def test_linear_schedule_hand_values() -> None:
@@ -89,3 +96,59 @@ def test_boltzmann_matches_softmax_frequencies() -> None:
 def test_bad_parameters_raise_config_error(make) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError):
         make()
+
+
+def test_decay_fraction_sets_the_schedule_length_from_the_run_length() -> None:
+    """``decay_fraction`` wins over ``decay_steps``: 0.25 of 2,000 env steps is 500."""
+    sampler = EpsilonGreedy(
+        start=1.0, end=0.1, decay_steps=50, decay_fraction=0.25, total_env_steps=2000
+    )
+    assert sampler.epsilon.duration == 500
+    assert sampler.stats(0)["epsilon"] == 1.0
+    assert sampler.stats(250)["epsilon"] == pytest.approx(0.55)  # 1 - 250/500 * 0.9
+    assert sampler.stats(500)["epsilon"] == pytest.approx(0.1)
+    assert sampler.stats(1999)["epsilon"] == pytest.approx(0.1)
+    # the same fraction of a longer run decays over proportionally more steps
+    longer = EpsilonGreedy(start=1.0, end=0.1, decay_fraction=0.25, total_env_steps=10_000)
+    assert longer.stats(1250)["epsilon"] == pytest.approx(0.55)
+    # rounding to whole env steps: 0.12 x 1,001 = 120.12 -> 120
+    assert decay_duration(decay_steps=7, decay_fraction=0.12, total_env_steps=1001) == 120
+
+
+def test_decay_fraction_null_keeps_decay_steps() -> None:
+    sampler = EpsilonGreedy(start=1.0, end=0.0, decay_steps=100, total_env_steps=10_000)
+    assert sampler.epsilon.duration == 100
+    assert sampler.stats(50)["epsilon"] == pytest.approx(0.5)
+    assert decay_duration(decay_steps=100, decay_fraction=None, total_env_steps=None) == 100
+    # zero: epsilon is at its end from the first step
+    zero = EpsilonGreedy(start=1.0, end=0.2, decay_fraction=0.0, total_env_steps=1000)
+    assert zero.stats(0)["epsilon"] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"decay_fraction": 1.5, "total_env_steps": 100}, "sampler.decay_fraction=1.5"),
+        ({"decay_fraction": -0.1, "total_env_steps": 100}, "sampler.decay_fraction=-0.1"),
+        ({"decay_fraction": 0.1}, "needs total_env_steps > 0"),
+        ({"decay_steps": -1}, "sampler.decay_steps=-1"),
+    ],
+)
+def test_bad_decay_settings_are_one_line_errors(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as e:
+        EpsilonGreedy(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_passes_the_run_length_to_the_sampler() -> None:
+    """``rlbench sampler.decay_fraction=0.2 total_env_steps=3000``: epsilon ends at 600."""
+    from rlbench.algos.dqn import DQN
+    from rlbench.cli import algo_parts
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["sampler.decay_fraction=0.2", "total_env_steps=3000"])
+    assert algo_parts(DQN, cfg)["sampler"].epsilon.duration == 600
+    cfg = compose_cfg(["total_env_steps=3000"])  # the default: decay_steps
+    assert algo_parts(DQN, cfg)["sampler"].epsilon.duration == cfg.sampler.decay_steps
+    cfg = compose_cfg(["sampler=boltzmann"])  # a sampler without the parameter gets none
+    assert isinstance(algo_parts(DQN, cfg)["sampler"], Boltzmann)

@@ -44,9 +44,20 @@ def require(module: str, *, extra: str, what: str) -> Any:
         ) from None
 
 
-def _needs_mujoco(spec: gym.envs.registration.EnvSpec) -> bool:
+#: Gymnasium's own envs that need an optional package: entry-point module -> (module, extra).
+OPTIONAL_ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "gymnasium.envs.mujoco": ("mujoco", "mujoco"),
+    "gymnasium.envs.box2d": ("Box2D", "box2d"),  # LunarLander, BipedalWalker, CarRacing
+}
+
+
+def _required_package(spec: gym.envs.registration.EnvSpec) -> tuple[str, str] | None:
+    """``(module, pip extra)`` that ``spec``'s env needs beyond the core install, if any."""
     entry = spec.entry_point if isinstance(spec.entry_point, str) else ""
-    return "gymnasium.envs.mujoco" in entry
+    for prefix, needs in OPTIONAL_ENTRY_POINTS.items():
+        if entry.startswith(prefix):
+            return needs
+    return None
 
 
 def _ensure_registered(env_id: str) -> str:
@@ -79,8 +90,9 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
         hint = f"; closest registered ids: {', '.join(close)}" if close else ""
         raise ConfigError(f"unknown env.id '{env_id}'{hint}")
     spec = gym.registry[env_id]
-    if _needs_mujoco(spec):
-        require("mujoco", extra="mujoco", what=f"env.id={env_id}")
+    needs = _required_package(spec)
+    if needs is not None:
+        require(needs[0], extra=needs[1], what=f"env.id={env_id}")
     return spec
 
 

@@ -1,0 +1,541 @@
+"""Run the tuned presets over seeds and write the results page, ``docs/results.md``.
+
+Each preset (``conf/experiment/<preset>.yaml``) is trained on each seed through the real
+``rlbench`` command in a subprocess (``trainer.progress_bar=false logger=csv``, which change
+how a run is shown and logged, not what it learns), ``--jobs`` at a time (joblib threads, each
+waiting on its subprocess). Runs land in ``<out>/<preset>/seed<k>``. A rerun is resumable:
+a run whose ``results.json`` says ``completed`` is skipped, an ``interrupted`` one with a
+checkpoint continues (``rlbench resume=<dir>``), anything else starts again from scratch.
+
+Then ``rlbench-report`` (``rlbench.analysis.report.main``) reads every run, grouped by
+``algo.name,env.id``, and writes its tables and figures into ``<out>/report``; the page is
+written from the report's ``runs.csv``: per env and preset, the IQM of the final greedy
+evaluations with its 95% stratified-bootstrap CI (``rlbench.analysis.stats``, the report's
+own estimator and bootstrap seed), the published reference with its source (the packaged
+``rlbench/analysis/data/published_scores.csv``), the issue's target where it sets one, the
+mean wall time per run (start-up included) and the machine it ran on, and the exact command.
+The report's figures are copied as small PNGs into ``docs/results/``. Every number on the page
+comes from the runs; presets without a completed run are listed as not measured.
+
+    python scripts/bench_presets.py [--presets dqn_acrobot,ppo_acrobot,...] [--seeds 0-4]
+        [--jobs 2] [--out outputs/bench_presets] [--page docs/results.md]
+    python scripts/bench_presets.py --quick   # smoke: 2,000 env steps, seed 0, a temp dir
+
+``--quick`` checks the pipeline, not learning: runs, report and page all go to a temporary
+directory (printed), never to ``docs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchlib import ROOT
+
+CONF = ROOT / "conf"
+SEEDS = (0, 1, 2, 3, 4)
+#: The presets users start with: CartPole, classic control and Box2D (issue 18).
+DEFAULT_PRESETS = (
+    "dqn_cartpole",
+    "rainbow_cartpole",
+    "ppo_cartpole",
+    "dqn_acrobot",
+    "rainbow_acrobot",
+    "ppo_acrobot",
+    "dqn_mountaincar",
+    "rainbow_mountaincar",
+    "ppo_mountaincar",
+    "dqn_lunarlander",
+    "rainbow_lunarlander",
+    "ppo_lunarlander",
+    "sac_pendulum",
+)
+#: Every run gets these: they change display and logging only.
+RUN_ARGS = ("trainer.progress_bar=false", "logger=csv")
+#: ``--quick``: a short run of every preset (PPO's rollouts shrink to fit the budget).
+QUICK_ARGS = (
+    "total_env_steps=2000",
+    "trainer.eval_every=1000",
+    "trainer.eval_episodes=2",
+    "trainer.checkpoint_every=0",
+)
+QUICK_PPO_ARGS = ("algo.num_steps=32", "algo.minibatches=2")
+#: Written into each run dir by this script: wall time of its subprocess(es) and the machine.
+SIDECAR = "bench_presets.json"
+#: Bootstrap of the report and of the page: the same replications and seed.
+REPS, BOOTSTRAP_SEED = 2000, 0
+#: Largest side (pixels) and size (bytes) of a figure copied into docs/results/.
+FIGURE_MAX_PX, FIGURE_MAX_BYTES = 1200, 250_000
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published number a preset is compared with: a row of ``published_scores.csv``."""
+
+    env: str
+    algo: str
+    env_steps: int
+    note: str = ""  # what differs from the preset (another env version, another algorithm)
+
+
+#: Which published row each preset is compared with (env, algo, env steps of the row).
+REFERENCES: dict[str, Reference] = {
+    "dqn_cartpole": Reference("CartPole-v1", "dqn", 50_000),
+    "rainbow_cartpole": Reference("CartPole-v1", "dqn", 50_000, "zoo DQN; no published Rainbow"),
+    "ppo_cartpole": Reference("CartPole-v1", "ppo", 500_000),
+    "dqn_acrobot": Reference("Acrobot-v1", "dqn", 100_000),
+    "rainbow_acrobot": Reference("Acrobot-v1", "dqn", 100_000, "zoo DQN; no published Rainbow"),
+    "ppo_acrobot": Reference("Acrobot-v1", "ppo", 1_000_000),
+    "dqn_mountaincar": Reference("MountainCar-v0", "dqn", 120_000),
+    "rainbow_mountaincar": Reference(
+        "MountainCar-v0", "dqn", 120_000, "zoo DQN; no published Rainbow"
+    ),
+    "ppo_mountaincar": Reference("MountainCar-v0", "ppo", 1_000_000),
+    "dqn_lunarlander": Reference("LunarLander-v2", "dqn", 100_000, "measured on v2"),
+    "rainbow_lunarlander": Reference(
+        "LunarLander-v2", "dqn", 100_000, "zoo DQN on v2; no published Rainbow"
+    ),
+    "ppo_lunarlander": Reference("LunarLander-v2", "ppo", 1_000_000, "measured on v2"),
+    "sac_pendulum": Reference("Pendulum-v1", "sac", 20_000),
+}
+#: The issue's targets (final greedy eval IQM over 5 seeds): the zoo's number for DQN and PPO
+#: on Acrobot and MountainCar, the "solved" line 200 on LunarLander. Others have none.
+TARGETS: dict[str, float | str] = {
+    "dqn_acrobot": "reference",
+    "ppo_acrobot": "reference",
+    "dqn_mountaincar": "reference",
+    "ppo_mountaincar": "reference",
+    "dqn_lunarlander": 200.0,
+    "ppo_lunarlander": 200.0,
+}
+
+
+# ------------------------------------------------------------------------------- running
+def available_presets(conf: Path = CONF) -> list[str]:
+    """Every preset in ``conf/experiment/``, sorted."""
+    return sorted(p.stem for p in (conf / "experiment").glob("*.yaml"))
+
+
+def machine() -> str:
+    """The CPU model (``/proc/cpuinfo``) and the number of cores this process may use."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores"
+
+
+def run_status(run_dir: Path) -> str:
+    """``results.json``'s status, ``missing`` without one."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return "missing"
+    try:
+        return str(json.loads(path.read_text()).get("status", "unknown"))
+    except json.JSONDecodeError:
+        return "unreadable"
+
+
+def command(preset: str, seed: int) -> list[str]:
+    """The ``rlbench`` arguments of one run (without its run dir and ``--quick`` extras)."""
+    return [f"experiment={preset}", f"seed={seed}", *RUN_ARGS]
+
+
+Runner = Callable[[list[str]], int]
+
+
+def _subprocess_runner(args: list[str]) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlbench.cli", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        print(f"  rlbench {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return proc.returncode
+
+
+def run_one(
+    preset: str,
+    seed: int,
+    run_dir: Path,
+    *,
+    extra: Sequence[str] = (),
+    runner: Runner = _subprocess_runner,
+) -> str:
+    """Train one (preset, seed) into ``run_dir`` unless it already completed.
+
+    Returns what was done: ``skipped`` (completed before), ``resumed`` (an interrupted run
+    continued from its checkpoint) or ``started``; the run's wall time is added to the
+    sidecar file.
+    """
+    status = run_status(run_dir)
+    if status == "completed":
+        return "skipped"
+    sidecar = run_dir / SIDECAR
+    if status == "interrupted" and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        args, action = [f"resume={run_dir}"], "resumed"
+        before = json.loads(sidecar.read_text())["wall_s"] if sidecar.is_file() else 0.0
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        args = [*command(preset, seed), *extra, f"hydra.run.dir={run_dir}"]
+        action, before = "started", 0.0
+    t0 = time.perf_counter()
+    runner(args)
+    wall = before + time.perf_counter() - t0
+    if run_dir.is_dir():
+        sidecar.write_text(json.dumps({"wall_s": wall, "machine": machine()}) + "\n")
+    return action
+
+
+def quick_extra(preset: str) -> list[str]:
+    """``--quick`` overrides for ``preset`` (PPO's rollout shrinks to fit 2,000 steps)."""
+    return [*QUICK_ARGS, *(QUICK_PPO_ARGS if preset.startswith("ppo_") else ())]
+
+
+def run_all(
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    jobs: int,
+    quick: bool,
+    runner: Runner = _subprocess_runner,
+) -> None:
+    """Every (preset, seed) pair, ``jobs`` at a time; prints what each did."""
+    from joblib import Parallel, delayed
+
+    def one(preset: str, seed: int) -> None:
+        extra = quick_extra(preset) if quick else []
+        action = run_one(preset, seed, out / preset / f"seed{seed}", extra=extra, runner=runner)
+        status = run_status(out / preset / f"seed{seed}")
+        print(f"[{preset} seed {seed}] {action}: {status}", flush=True)
+
+    pairs = [(p, s) for p in presets for s in seeds]
+    Parallel(n_jobs=jobs, prefer="threads")(delayed(one)(p, s) for p, s in pairs)
+
+
+# ---------------------------------------------------------------------------- the page
+@dataclass(frozen=True)
+class Row:
+    """One preset's line on the page."""
+
+    preset: str
+    env: str
+    algo: str
+    env_steps: int
+    finals: tuple[float, ...]  # final greedy eval per completed run in the statistics
+    seeds: tuple[int, ...]  # the seeds asked for
+    iqm: float
+    lo: float
+    hi: float
+    wall_s: float  # mean over the runs with a sidecar (NaN when none)
+    machines: tuple[str, ...]
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def read_report_runs(
+    report_dir: Path, run_dirs: dict[Path, str]
+) -> dict[str, list[dict[str, str]]]:
+    """The report's ``runs.csv`` rows used in its statistics, by preset.
+
+    ``run_dirs`` maps each run dir given to the report to its preset. The report writes
+    paths relative to the runs' common folder, so a row is the run dir whose path ends with
+    it (unique among the dirs the report was given).
+    """
+    by_preset: dict[str, list[dict[str, str]]] = {}
+    with (report_dir / "runs.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row["used"] != "yes":
+                continue
+            tail = os.sep + os.path.normpath(row["path"])
+            presets = {p for d, p in run_dirs.items() if str(d.resolve()).endswith(tail)}
+            if len(presets) != 1:
+                raise SystemExit(f"runs.csv path {row['path']!r}: matches presets {presets}")
+            by_preset.setdefault(presets.pop(), []).append(row)
+    return by_preset
+
+
+def build_rows(
+    out: Path, report_dir: Path, presets: Sequence[str], seeds: Sequence[int]
+) -> tuple[list[Row], list[str]]:
+    """Rows of the presets with at least one completed run, and the names of the rest."""
+    from rlbench.analysis.stats import interval_estimates
+
+    run_dirs = {out / p / f"seed{s}": p for p in presets for s in seeds}
+    used = read_report_runs(report_dir, run_dirs)
+    rows: list[Row] = []
+    missing: list[str] = []
+    for preset in presets:
+        records = used.get(preset, [])
+        finals = tuple(_float(r["final_score"]) for r in records)
+        finals = tuple(v for v in finals if math.isfinite(v))
+        if not finals:
+            missing.append(preset)
+            continue
+        scores = {preset: [[v] for v in finals]}  # (runs, 1 task)
+        est = interval_estimates(scores, reps=REPS, seed=BOOTSTRAP_SEED)[preset]["iqm"]
+        walls, machines, steps = [], set(), []
+        for seed in seeds:
+            run_dir = out / preset / f"seed{seed}"
+            sidecar = run_dir / SIDECAR
+            if run_status(run_dir) == "completed" and sidecar.is_file():
+                info = json.loads(sidecar.read_text())
+                walls.append(float(info["wall_s"]))
+                machines.add(str(info["machine"]))
+                steps.append(int(json.loads((run_dir / "results.json").read_text())["env_steps"]))
+        rows.append(
+            Row(
+                preset=preset,
+                env=records[0]["env"],
+                algo=records[0]["group"].split(",")[0].strip(),
+                env_steps=max(steps) if steps else 0,
+                finals=finals,
+                seeds=tuple(seeds),
+                iqm=est.point,
+                lo=est.lo,
+                hi=est.hi,
+                wall_s=statistics.fmean(walls) if walls else float("nan"),
+                machines=tuple(sorted(machines)),
+            )
+        )
+    return rows, missing
+
+
+def reference_cell(preset: str) -> tuple[str, float | None]:
+    """The page's reference text for ``preset`` and the published score (None: no row)."""
+    from rlbench.analysis.stats import published_scores
+
+    ref = REFERENCES.get(preset)
+    if ref is None:
+        return "none", None
+    for row in published_scores():
+        if (row.env, row.algo, int(row.env_steps)) == (ref.env, ref.algo, ref.env_steps):
+            std = f" ± {row.std:g}" if row.std is not None else ""
+            seeds = f", {row.seeds} seed{'s' if row.seeds != 1 else ''}" if row.seeds else ""
+            note = f"; {ref.note}" if ref.note else ""
+            text = (
+                f"{row.score:g}{std} at {_steps(ref.env_steps)} ({row.metric}{seeds}{note}; "
+                f"{row.source})"
+            )
+            return text, row.score
+    return f"no published row for {ref.env} {ref.algo} at {ref.env_steps}", None
+
+
+def target_cell(preset: str, iqm: float, reference: float | None) -> str:
+    """``met``/``not met`` against the issue's target for ``preset`` ("" where none)."""
+    target = TARGETS.get(preset)
+    if target is None:
+        return ""
+    value = reference if target == "reference" else float(target)
+    if value is None:
+        return ""
+    return f"{'met' if iqm >= value else 'not met'} (≥ {value:g})"
+
+
+def _steps(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 and n < 1_000_000 else f"{n / 1e6:g}M"
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    s = sorted(seeds)
+    if len(s) > 2 and s == list(range(s[0], s[-1] + 1)):
+        return f"{s[0]}-{s[-1]}"
+    return ",".join(map(str, s))
+
+
+def render_page(
+    rows: Sequence[Row],
+    missing: Sequence[str],
+    figures: Sequence[tuple[str, str]],
+    *,
+    generated: str,
+    quick: bool,
+) -> str:
+    """The markdown of ``docs/results.md``."""
+    lines = [
+        "# Results",
+        "",
+        "Measured by rlbench itself: `scripts/bench_presets.py` trains each preset on each seed "
+        "through the `rlbench` command, `rlbench-report` aggregates the runs, and this page is "
+        "written from the report's tables. Do not edit it by hand; rerun the command beside "
+        "a row to reproduce it.",
+        "",
+        "Score: the final greedy evaluation of each run (`trainer.eval_episodes` episodes on "
+        "the final weights); per preset the IQM over seeds with its 95% stratified-bootstrap "
+        f"CI ({REPS} replications, seed {BOOTSTRAP_SEED}). Wall time: mean per run, start-up "
+        f"included, on the machine named. Generated {generated}.",
+    ]
+    if quick:
+        lines += ["", "**Quick smoke run (`--quick`): 2,000 env steps; not a result.**"]
+    for env in sorted({r.env for r in rows}):
+        lines += [
+            "",
+            f"## {env}",
+            "",
+            "| preset | env steps | seeds | final eval IQM [95% CI] | published reference "
+            "| target | wall per run | machine | command |",
+            "|---|---:|---|---|---|---|---:|---|---|",
+        ]
+        for r in (r for r in rows if r.env == env):
+            text, score = reference_cell(r.preset)
+            runs = f"{len(r.finals)} of {len(r.seeds)}"
+            wall = f"{r.wall_s / 60:.1f} min" if math.isfinite(r.wall_s) else ""
+            flags = f"--presets {r.preset} --seeds {_seeds(r.seeds)}" + (
+                " --quick" if quick else ""
+            )
+            cmd = f"`python scripts/bench_presets.py {flags}`"
+            lines.append(
+                f"| `{r.preset}` | {r.env_steps:,} | {runs} | {r.iqm:.1f} [{r.lo:.1f}, "
+                f"{r.hi:.1f}] | {text} | {target_cell(r.preset, r.iqm, score)} | {wall} "
+                f"| {'; '.join(r.machines)} | {cmd} |"
+            )
+    lines += [
+        "",
+        "Each run is `rlbench experiment=<preset> seed=<k> " + " ".join(RUN_ARGS) + "` "
+        "(the last two change display and logging, not learning).",
+    ]
+    if missing:
+        lines += ["", "## Not yet measured", ""]
+        lines += [f"- `{p}`: no completed run" for p in missing]
+    if figures:
+        lines += ["", "## Figures", ""]
+        for title, rel in figures:
+            lines += [f"![{title}]({rel})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def copy_figure(src: Path, dst: Path) -> None:
+    """``src`` PNG into ``dst``: as it is when within ``FIGURE_MAX_PX`` and
+    ``FIGURE_MAX_BYTES``, else shrunk to ``FIGURE_MAX_PX`` and, if still too big, quantized
+    to a 256-colour palette (re-encoding a small PNG would only make it larger)."""
+    from PIL import Image
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as image:
+        small = max(image.size) <= FIGURE_MAX_PX
+        img = image.convert("RGB")
+    if small and src.stat().st_size <= FIGURE_MAX_BYTES:
+        shutil.copyfile(src, dst)
+        return
+    img.thumbnail((FIGURE_MAX_PX, FIGURE_MAX_PX))
+    img.save(dst, optimize=True)
+    if dst.stat().st_size > FIGURE_MAX_BYTES:
+        img.quantize(colors=256).save(dst, optimize=True)
+
+
+#: The report's figures copied onto the page: (report file stem, title).
+FIGURES = (
+    ("learning_curves", "Learning curves"),
+    ("interval_estimates", "Interval estimates"),
+    ("probability_of_improvement", "Probability of improvement"),
+)
+
+
+def write_page(
+    out: Path,
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    page: Path,
+    *,
+    quick: bool = False,
+    generated: str | None = None,
+) -> Path:
+    """Run ``rlbench-report`` over ``out`` and write ``page`` with its figures beside it
+    (``<page dir>/results/``). Returns ``page``."""
+    from rlbench.analysis import report
+
+    report_dir = out / "report"
+    run_dirs = [
+        str(out / p / f"seed{s}") for p in presets for s in seeds if (out / p / f"seed{s}").is_dir()
+    ]
+    if not run_dirs:
+        raise SystemExit(f"no runs under {out} for presets {', '.join(presets)}")
+    args = [*run_dirs, "--out", str(report_dir), "--group-by", "algo.name,env.id"]
+    args += ["--reps", str(REPS), "--seed", str(BOOTSTRAP_SEED), "--title", "rlbench presets"]
+    if report.main(args) != 0:
+        raise SystemExit("rlbench-report failed (see above)")
+    rows, missing = build_rows(out, report_dir, presets, seeds)
+    figures = []
+    for stem, title in FIGURES:
+        src = report_dir / f"{stem}.png"
+        if src.is_file():
+            copy_figure(src, page.parent / "results" / f"{stem}.png")
+            figures.append((title, f"results/{stem}.png"))
+    when = generated or dt.date.today().isoformat()
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render_page(rows, missing, figures, generated=when, quick=quick))
+    return page
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` or ``"0-4"`` (inclusive) as a tuple of ints."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad seeds {text!r}: allowed e.g. 0,1,2 or 0-4"
+            ) from None
+    return tuple(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line: run, report, write the page."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--presets", default=None, help=f"comma-separated (default: {','.join(DEFAULT_PRESETS)})"
+    )
+    parser.add_argument("--seeds", type=parse_ints, default=None, help="e.g. 0,1,2 or 0-4")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_presets")
+    parser.add_argument("--page", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--quick", action="store_true", help="smoke: 2,000 steps, a temp dir")
+    parser.add_argument(
+        "--page-only", action="store_true", help="write the page from the runs there, train none"
+    )
+    args = parser.parse_args(argv)
+    available = available_presets()
+    presets = args.presets.split(",") if args.presets else list(DEFAULT_PRESETS)
+    unknown = [p for p in presets if p not in available]
+    if unknown:
+        parser.error(f"unknown presets {', '.join(unknown)}; allowed: {', '.join(available)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs}: must be >= 1")
+    seeds = args.seeds if args.seeds is not None else ((0,) if args.quick else SEEDS)
+    out, page = args.out, args.page
+    if args.quick:
+        tmp = Path(tempfile.mkdtemp(prefix="bench_presets_"))
+        out, page = tmp / "runs", tmp / "results.md"
+        print(f"quick smoke run in {tmp}")
+    if not args.page_only:
+        run_all(presets, seeds, out, jobs=args.jobs, quick=args.quick)
+    print(f"page written to {write_page(out, presets, seeds, page, quick=args.quick)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The presets benchmark (``scripts/bench_presets.py``) on fabricated runs: the resume skip,
+and the results page written through ``rlbench-report`` (no training)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import bench_presets
+
+# preset -> (algo.name, env.id, final eval per seed)
+FAKE = {
+    "dqn_acrobot": ("dqn", "Acrobot-v1", [-90.0, -80.0, -70.0, -75.0, -85.0]),
+    "ppo_acrobot": ("ppo", "Acrobot-v1", [-100.0, -60.0, -65.0, -70.0, -500.0]),
+    "dqn_lunarlander": ("dqn", "LunarLander-v3", [210.0, 150.0, 230.0, 190.0, 250.0]),
+}
+
+
+def fabricate(
+    run_dir: Path,
+    *,
+    algo: str,
+    env_id: str,
+    seed: int,
+    final: float,
+    status: str = "completed",
+    wall_s: float | None = 60.0,
+) -> None:
+    """A run dir as ``rlbench`` and this script leave it: config, metrics, results, sidecar."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    config = {
+        "seed": seed,
+        "total_env_steps": 2000,
+        "algo": {"name": algo},
+        "env": {"id": env_id, "name": env_id.split("-")[0].lower()},
+    }
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = ["env_step,eval/return_mean", f"1000,{final - 10}", f"2000,{final}"]
+    (run_dir / "metrics.csv").write_text("\n".join(rows) + "\n")
+    results = {"status": status, "env_steps": 2000, "eval_return_mean": final}
+    (run_dir / "results.json").write_text(json.dumps(results))
+    if wall_s is not None:
+        sidecar = {"wall_s": wall_s, "machine": "Test CPU, 2 cores"}
+        (run_dir / bench_presets.SIDECAR).write_text(json.dumps(sidecar))
+
+
+def fake_runs(out: Path) -> None:
+    for preset, (algo, env_id, finals) in FAKE.items():
+        for seed, final in enumerate(finals):
+            fabricate(
+                out / preset / f"seed{seed}",
+                algo=algo,
+                env_id=env_id,
+                seed=seed,
+                final=final,
+                wall_s=60.0 + 30.0 * seed,
+            )
+
+
+def test_a_completed_run_is_skipped_and_others_run(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def runner(args: list[str]) -> int:
+        calls.append(args)
+        run_dir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps({"status": "completed"}))
+        return 0
+
+    done = tmp_path / "done"
+    fabricate(done, algo="dqn", env_id="Acrobot-v1", seed=0, final=-80.0)
+    assert bench_presets.run_one("dqn_acrobot", 0, done, runner=runner) == "skipped"
+    assert calls == []
+
+    failed = tmp_path / "failed"
+    fabricate(failed, algo="dqn", env_id="Acrobot-v1", seed=1, final=-80.0, status="failed")
+    action = bench_presets.run_one("dqn_acrobot", 1, failed, extra=["x=1"], runner=runner)
+    assert action == "started" and len(calls) == 1
+    assert calls[0][:2] == ["experiment=dqn_acrobot", "seed=1"] and "x=1" in calls[0]
+    assert bench_presets.run_status(failed) == "completed"
+    assert json.loads((failed / bench_presets.SIDECAR).read_text())["wall_s"] >= 0
+    # the rerun skips it now
+    assert bench_presets.run_one("dqn_acrobot", 1, failed, runner=runner) == "skipped"
+    assert len(calls) == 1
+
+
+def test_an_interrupted_run_with_a_checkpoint_resumes_and_adds_its_wall_time(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    fabricate(run_dir, algo="dqn", env_id="Acrobot-v1", seed=0, final=-80.0, status="interrupted")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    calls: list[list[str]] = []
+    action = bench_presets.run_one("dqn_acrobot", 0, run_dir, runner=lambda a: calls.append(a) or 0)
+    assert action == "resumed" and calls == [[f"resume={run_dir}"]]
+    assert json.loads((run_dir / bench_presets.SIDECAR).read_text())["wall_s"] >= 60.0
+
+
+def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    fake_runs(out)
+    presets = [*FAKE, "ppo_mountaincar"]  # the last has no run: listed as not measured
+    page = bench_presets.write_page(
+        out, presets, [0, 1, 2, 3, 4], tmp_path / "docs" / "results.md", generated="2026-01-01"
+    )
+    text = page.read_text()
+    assert "## Acrobot-v1" in text and "## LunarLander-v3" in text
+    assert "Generated 2026-01-01" in text
+
+    def row(preset: str) -> list[str]:
+        line = next(line for line in text.splitlines() if line.startswith(f"| `{preset}`"))
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    dqn = row("dqn_acrobot")
+    # IQM of 5: drop the lowest and highest, mean the rest: (-85 - 80 - 75) / 3
+    iqm = re.match(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", dqn[3])
+    assert iqm is not None
+    point, lo, hi = map(float, iqm.groups())
+    assert point == pytest.approx(-80.0) and -90.0 <= lo <= point <= hi <= -70.0
+    assert dqn[1] == "2,000" and dqn[2] == "5 of 5"
+    # the zoo's published DQN row, its source and the target verdict
+    assert "-76.639" in dqn[4] and "rl-baselines3-zoo" in dqn[4]
+    assert dqn[5] == "not met (≥ -76.639)"
+    assert dqn[6] == "2.0 min"  # mean of 60, 90, ..., 180 s
+    assert dqn[7] == "Test CPU, 2 cores"
+    assert dqn[8] == "`python scripts/bench_presets.py --presets dqn_acrobot --seeds 0-4`"
+    lunar = row("dqn_lunarlander")
+    assert lunar[3].startswith("210.0 ") and lunar[5] == "met (≥ 200)"
+    assert "measured on v2" in lunar[4]
+    assert "- `ppo_mountaincar`: no completed run" in text
+    # the report's figures, copied small beside the page
+    assert "![Learning curves](results/learning_curves.png)" in text
+    png = tmp_path / "docs" / "results" / "learning_curves.png"
+    assert png.is_file() and png.stat().st_size <= bench_presets.FIGURE_MAX_BYTES
+    # every number on the page is one of: the runs' statistics, the reference table, the
+    # wall times, the steps, the seeds -- no row without a completed run
+    assert "ppo_mountaincar`" not in "\n".join(
+        line for line in text.splitlines() if line.startswith("|")
+    )
+
+
+def test_a_single_preset_page_maps_its_runs(tmp_path: Path) -> None:
+    """One preset: the report's paths are relative to that preset's folder."""
+    out = tmp_path / "runs"
+    fake_runs(out)
+    page = bench_presets.write_page(out, ["ppo_acrobot"], [0, 1, 2, 3, 4], tmp_path / "r.md")
+    line = next(x for x in page.read_text().splitlines() if x.startswith("| `ppo_acrobot`"))
+    # IQM of -500, -100, -70, -65, -60: (-100 - 70 - 65) / 3
+    assert f"{(-100 - 70 - 65) / 3:.1f} [" in line
+
+
+def test_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench_presets.main(["--presets", "dqn_acrobat"])
+    assert "unknown presets dqn_acrobat; allowed:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_presets.main(["--seeds", "0-x"])
+    assert "bad seeds '0-x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_presets.main(["--jobs", "0"])
+    assert "--jobs=0: must be >= 1" in capsys.readouterr().err
+
+
+def test_default_presets_exist() -> None:
+    assert set(bench_presets.DEFAULT_PRESETS) <= set(bench_presets.available_presets())
+    assert set(bench_presets.REFERENCES) == set(bench_presets.DEFAULT_PRESETS)
+    for preset in bench_presets.DEFAULT_PRESETS:
+        _, score = bench_presets.reference_cell(preset)
+        assert score is not None, preset  # each reference row is in the packaged table
