@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # torch first, pinned: a CPU build lies on disk here, a looser range would pull a CUDA build.
 TORCH   := torch==2.13.0
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench bench-learning clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,11 +36,22 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-## Benchmarks (minutes; never part of `make test`). Needs the bench extra (SB3).
+## Speed benchmarks against peers (minutes each; never part of `make test`). Needs the bench
+## extra (SB3).
+SPEED_BENCHES    := envs dqn per rainbow ppo sac shortcuts tdmpc2
+## Learning benchmarks: many seeds of whole runs (hours on a laptop CPU).
+LEARNING_BENCHES := learning sac_learning presets
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	@for script in scripts/bench_*.py; do \
-		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	@for name in $(SPEED_BENCHES); do \
+		echo "== scripts/bench_$$name.py"; $(BIN)/python scripts/bench_$$name.py || exit 1; \
+	done
+
+bench-learning: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@for name in $(LEARNING_BENCHES); do \
+		echo "== scripts/bench_$$name.py"; $(BIN)/python scripts/bench_$$name.py || exit 1; \
 	done
 
 clean:
