@@ -204,7 +204,7 @@ class BoltzmannConfig(SamplerConfig):
 
 @dataclass
 class OptimizerConfig:
-    _target_: str = "rlbench.optim.Adam"  # torch.optim.Adam, lean fused step (optim.py)
+    _target_: str = "torch.optim.Adam"
     _partial_: bool = True
     eps: float = 1e-8
     fused: bool = True

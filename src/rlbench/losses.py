@@ -73,10 +73,11 @@ def td_loss(
 def polyak_update(online: list[torch.Tensor], target: list[torch.Tensor], *, tau: float) -> None:
     """``target <- tau * online + (1 - tau) * target`` in place (``tau=1`` copies)."""
     with torch.no_grad():
-        if tau >= 1.0:
-            torch._foreach_copy_(target, online)
-        else:
-            torch._foreach_lerp_(target, online, tau)
+        for t, o in zip(target, online, strict=True):
+            if tau >= 1.0:
+                t.copy_(o)
+            else:
+                t.lerp_(o, tau)
 
 
 # --- policy gradients ---

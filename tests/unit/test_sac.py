@@ -27,7 +27,6 @@ from rlbench.losses import (
 )
 from rlbench.networks.continuous import SquashedGaussianActor
 from rlbench.networks.mlp import MLP
-from rlbench.optim import Adam
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
 # non-trivial bounds: scale (2, 0.5, 2), bias (0, 0.5, 1)
@@ -282,9 +281,9 @@ def make_sac(**kwargs: Any) -> SAC:
     options: dict[str, Any] = {"batch_size": B, "learning_starts": 0, **kwargs}
     sac = SAC(
         network=functools.partial(MLP, hidden=[16, 16]),
-        actor_optimizer=functools.partial(Adam, lr=1e-2, fused=True),
-        critic_optimizer=functools.partial(Adam, lr=2e-2, fused=True),
-        alpha_optimizer=functools.partial(Adam, lr=5e-2, fused=True),
+        actor_optimizer=functools.partial(torch.optim.Adam, lr=1e-2, fused=True),
+        critic_optimizer=functools.partial(torch.optim.Adam, lr=2e-2, fused=True),
+        alpha_optimizer=functools.partial(torch.optim.Adam, lr=5e-2, fused=True),
         **options,
     )
     sac.build_for(OBS, ACT)

@@ -20,7 +20,6 @@ from rlbench.buffers.prioritized import PrioritizedReplayBuffer
 from rlbench.errors import ConfigError
 from rlbench.losses import rho_weighted_mean, rho_weighted_sum
 from rlbench.networks.world_model import TOLD, truncated_normal_action
-from rlbench.optim import Adam
 
 
 # ---------------------------------------------------------------------- schedules
@@ -48,7 +47,7 @@ def test_fit_horizon_cuts_or_pads_the_previous_plan() -> None:
 
 
 def module(**kw: object) -> TDMPC:
-    opt = functools.partial(Adam, lr=1e-3)
+    opt = functools.partial(torch.optim.Adam, lr=1e-3)
     m = TDMPC(optimizer=opt, pi_optimizer=opt, enc_dim=8, mlp_dim=8, latent_dim=4, **kw)  # type: ignore[arg-type]
     m.build_for(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-2, 2, (2,)))
     return m

@@ -29,7 +29,6 @@ from rlbench.losses import (
     two_hot_inv,
 )
 from rlbench.networks.world_model import QEnsemble, SimNorm, WorldModel, mish, size_of
-from rlbench.optim import Adam
 
 BINS = {"num_bins": 101, "vmin": -10.0, "vmax": 10.0}
 OBS = gym.spaces.Box(-np.inf, np.inf, (5,), np.float64)
@@ -56,8 +55,8 @@ def one_thread() -> Iterator[None]:
 
 
 def make_module(**kwargs: Any) -> TDMPC2:
-    opt = functools.partial(Adam, lr=3e-4, fused=True, max_grad_norm=20.0)
-    pi_opt = functools.partial(Adam, lr=3e-4, eps=1e-5, fused=True, max_grad_norm=20.0)
+    opt = functools.partial(torch.optim.Adam, lr=3e-4, fused=True, max_grad_norm=20.0)
+    pi_opt = functools.partial(torch.optim.Adam, lr=3e-4, eps=1e-5, fused=True, max_grad_norm=20.0)
     module = TDMPC2(optimizer=opt, pi_optimizer=pi_opt, **{**TINY, **kwargs})
     module.build_for(OBS, ACT)
     return module
@@ -322,9 +321,10 @@ def test_config_errors() -> None:
         make_module(latent_dim=12)
     module = make_module()
     with pytest.raises(ConfigError, match="flat observations"):
-        TDMPC2(optimizer=functools.partial(Adam), pi_optimizer=functools.partial(Adam)).build_for(
-            gym.spaces.Box(0, 255, (3, 8, 8), np.uint8), ACT
-        )
+        TDMPC2(
+            optimizer=functools.partial(torch.optim.Adam),
+            pi_optimizer=functools.partial(torch.optim.Adam),
+        ).build_for(gym.spaces.Box(0, 255, (3, 8, 8), np.uint8), ACT)
     assert module.built
 
 

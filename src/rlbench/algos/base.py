@@ -33,9 +33,6 @@ import gymnasium as gym
 import lightning as L
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
-from lightning.pytorch.plugins.precision import Precision
-from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from rlbench.errors import ConfigError, NonFiniteLossError
 from rlbench.specs import ACTOR_MODES, Actor, ReplaySpec
@@ -47,11 +44,13 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
     """Scale gradients in place so their global L2 norm is at most ``max_norm``.
 
     Same result as ``torch.nn.utils.clip_grad_norm_`` for finite gradients of parameters on
-    one device, at a fraction of its cost (for a small MLP on the dev machine about 14 us on
-    the CPU against 155 us), which matters when a whole DQN gradient step costs well under a
-    millisecond. On the CPU the scale is a python float, so gradients under the bound are
-    left untouched without a kernel; on accelerators it stays a tensor (no host sync).
-    Returns the norm before clipping.
+    one device, at a fraction of its cost on the CPU (where torch's version takes its
+    per-tensor path), which matters when a whole DQN gradient step costs well under a
+    millisecond. It uses torch's multi-tensor ops ``torch._foreach_norm`` /
+    ``torch._foreach_mul_`` (private names, the ones torch's own optimizers use; pinned by
+    ``tests/unit/test_private_apis.py``). On the CPU the scale is a python float, so
+    gradients under the bound are left untouched without a kernel; on accelerators it stays
+    a tensor (no host sync). Returns the norm before clipping.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -64,22 +63,6 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
         return total
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
     return total
-
-
-def _closure_is_noop(module: L.LightningModule) -> bool:
-    """Whether Lightning's optimizer-step closure would only dispatch no-op hooks: plain
-    single-device strategy and fp32 precision, no ``on_before_optimizer_step`` override."""
-    trainer = module.trainer
-    strategy = trainer.strategy
-    return (
-        type(strategy) is SingleDeviceStrategy
-        and type(strategy.precision_plugin) is Precision
-        and not is_overridden("on_before_optimizer_step", module, parent=L.LightningModule)
-        and not any(
-            is_overridden("on_before_optimizer_step", cb, parent=L.Callback)
-            for cb in trainer.callbacks  # type: ignore[attr-defined]
-        )
-    )
 
 
 def split_clip(optimizer: Callable[..., torch.optim.Optimizer]) -> tuple[Any, float]:
@@ -164,7 +147,6 @@ class RLModule(L.LightningModule):
         self.built = False
         self.automatic_optimization = False
         self.optimizer_names: tuple[str, ...] = ()
-        self._direct_step: bool | None = None  # see _optimizer_step
 
     # ---------------------------------------------------------------- building
     def build_for(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
@@ -181,7 +163,6 @@ class RLModule(L.LightningModule):
         self.built = True
 
     def setup(self, stage: str) -> None:
-        self._direct_step = None  # decided again for each trainer (its callbacks may differ)
         if not self.built:  # the module never asks the data side for its spaces
             raise RuntimeError(
                 f"{type(self).__name__}: call build_for(observation_space, action_space) "
@@ -251,7 +232,7 @@ class RLModule(L.LightningModule):
         train in fp32 on one device. Gradients of ``params`` are reset to None directly
         (``zero_grad`` through Lightning's wrapper costs more than a small update). The
         step counts ``global_step`` as Lightning's optimizer wrapper does (once per step
-        of any optimizer); see ``_optimizer_step``.
+        of any optimizer).
         """
         opt = self.optimizer(optimizer)
         for p in params:
@@ -259,26 +240,7 @@ class RLModule(L.LightningModule):
         loss.backward()
         if max_grad_norm > 0:
             clip_grad_norm_(params, max_grad_norm)
-        self._optimizer_step(opt)
-
-    def _optimizer_step(self, opt: LightningOptimizer) -> None:
-        """``opt.step()``, without Lightning's closure machinery when nothing can observe it.
-
-        Lightning's ``LightningOptimizer.step`` wraps the step in a closure that dispatches
-        ``on_before_optimizer_step`` to every callback and to the module, through the
-        strategy and the precision plugin. With a plain single-device fp32 strategy and no
-        callback or module overriding that hook, the closure does nothing, so the step is
-        taken directly between the same progress hooks Lightning calls (``global_step`` and
-        the profiler see the same); anything else takes Lightning's own path.
-        """
-        if self._direct_step is None:
-            self._direct_step = _closure_is_noop(self)
-        if self._direct_step:
-            opt._on_before_step()
-            opt.optimizer.step()
-            opt._on_after_step()
-        else:
-            opt.step()
+        opt.step()
 
     def batch_to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Lightning moves no batches in the ``dataloader_iter`` flavour: do it here (a no-op

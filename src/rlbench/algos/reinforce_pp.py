@@ -114,9 +114,7 @@ class ReinforcePP(PolicyGradientModule):
             )
             kl = (rollout["log_prob"] - ref_log_prob) * valid
             rollout["reward"] = rollout["reward"] - self.kl_coef * kl
-            torch._foreach_copy_(
-                list(self.ref_policy.parameters()), list(self.ac.policy.parameters())
-            )
+            self.ref_policy.load_state_dict(self.ac.policy.state_dict())
         self.metrics.add("train/kl_to_reference", kl.sum() / valid.sum())
         return rollout
 
