@@ -80,19 +80,18 @@ def _scripts() -> None:
         sys.path.insert(0, here)
 
 
-def _dqn(steps: int, seed: int, out: str, quick: bool) -> dict[str, Any]:
+def _dqn(steps: int, seed: int, out: str) -> dict[str, Any]:
     _scripts()
     import bench_dqn
 
-    del seed, quick  # bench_dqn trains seed 1 and learns from env step 10k, its own settings
+    del seed  # bench_dqn trains seed 1 and learns from env step 10k, its own settings
     return bench_dqn.child_rlbench(steps, out)
 
 
-def _ppo(steps: int, seed: int, out: str, quick: bool) -> dict[str, Any]:
+def _ppo(steps: int, seed: int, out: str) -> dict[str, Any]:
     _scripts()
     import bench_ppo
 
-    del quick
     return bench_ppo.child_rlbench(steps, seed, out)
 
 
@@ -100,7 +99,7 @@ def _ppo(steps: int, seed: int, out: str, quick: bool) -> dict[str, Any]:
 class Bench:
     """One benchmark loop: its rlbench child, default size and the shortcuts it exercises."""
 
-    run: Callable[[int, int, str, bool], dict[str, Any]]  # (steps, seed, out dir, quick)
+    run: Callable[[int, int, str], dict[str, Any]]  # (steps, seed, out dir)
     steps: int
     quick_steps: int
     shortcuts: tuple[str, ...]
@@ -125,15 +124,13 @@ def cpu_clock() -> None:
     setattr(rlbench.callbacks.logging, "time", clock)  # noqa: B010 (a module: mypy)
 
 
-def child(
-    bench: str, off: str, steps: int, seed: int, out: str, *, quick: bool, clock: str
-) -> dict[str, Any]:
+def child(bench: str, off: str, steps: int, seed: int, out: str, *, clock: str) -> dict[str, Any]:
     """One training of ``bench`` with shortcut ``off`` switched off (``"none"``: all on)."""
     if clock == "cpu":
         cpu_clock()
     if off != "none":
         SHORTCUTS[off].off()
-    return BENCHES[bench].run(steps, seed, out, quick)
+    return BENCHES[bench].run(steps, seed, out)
 
 
 # ---------------------------------------------------------------- the parent
@@ -188,9 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         steps = args.steps or BENCHES[args.child].steps
-        result = child(
-            args.child, args.off, steps, args.seed, args.out, quick=args.quick, clock=args.clock
-        )
+        result = child(args.child, args.off, steps, args.seed, args.out, clock=args.clock)
         print(json.dumps(result))
         return
 
@@ -211,8 +206,6 @@ def main() -> None:
                 out = str(Path(args.out) / bench / f"{off}_{i}")
                 child_args = ["--child", bench, "--off", off, "--steps", str(steps)]
                 child_args += ["--seed", str(seed), "--out", out, "--clock", args.clock]
-                if args.quick:
-                    child_args.append("--quick")
                 r = run_child(__file__, child_args)
                 runs[off].append(r)
                 print(

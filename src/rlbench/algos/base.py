@@ -231,8 +231,8 @@ class RLModule(L.LightningModule):
         and distributed hooks (two rounds of callback hooks per step), and these modules
         train in fp32 on one device. Gradients of ``params`` are reset to None directly
         (``zero_grad`` through Lightning's wrapper costs more than a small update). The
-        step counts ``global_step`` as Lightning's optimizer wrapper does (once per step
-        of any optimizer).
+        step goes through Lightning's optimizer wrapper, which counts ``global_step`` (once
+        per step of any optimizer).
         """
         opt = self.optimizer(optimizer)
         for p in params:
