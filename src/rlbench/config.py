@@ -26,6 +26,12 @@ class EnvConfig:
     max_episode_steps: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     score_range: list[float] | None = None
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    reward_gamma: float = 0.99
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+    norm_epsilon: float = 1e-8
 
 
 @dataclass
@@ -60,12 +66,6 @@ class MinAtarEnvConfig(EnvConfig):
 @dataclass
 class MuJoCoEnvConfig(EnvConfig):
     _target_: str = "rlbench.envs.mujoco.MuJoCoFactory"
-    normalize_obs: bool = False
-    normalize_reward: bool = False
-    reward_gamma: float = 0.99
-    clip_obs: float = 10.0
-    clip_reward: float = 10.0
-    norm_epsilon: float = 1e-8
 
 
 @dataclass

@@ -327,18 +327,18 @@ def _first_line(e: BaseException) -> str:
 # ------------------------------------------------------------------ observation normalization
 def eval_obs_normalization(eval_factory: Any) -> dict[str, Any] | None:
     """What evaluation envs of ``eval_factory`` do to observations, for a policy that acts
-    in raw envs: MuJoCo's frozen observation moments (``mean``, ``var`` tensors, ``clip``,
-    ``epsilon``), or ``None`` where observations are left as the env returns them."""
+    in raw envs: the frozen observation moments (``mean``, ``var`` tensors, ``clip``,
+    ``epsilon``) of ``env.normalize_obs``, or ``None`` where observations are left as the env
+    returns them."""
     import torch
 
-    from rlbench.envs.mujoco import MuJoCoFactory, NormalizeVectorEnv, RunningMoments
+    from rlbench.envs import EnvFactory
+    from rlbench.envs.normalize import RunningMoments
 
-    if not (isinstance(eval_factory, MuJoCoFactory) and eval_factory.normalize_obs):
+    if not (isinstance(eval_factory, EnvFactory) and eval_factory.normalize_obs):
         return None
-    source = eval_factory.training_envs() if eval_factory.training_envs is not None else None
-    if isinstance(source, NormalizeVectorEnv):
-        moments = source.obs_moments
-    else:  # as MuJoCoFactory.make does without training statistics
+    moments = eval_factory.training_obs_moments()
+    if moments is None:  # as EnvFactory.make does without training statistics
         moments = RunningMoments(tuple(eval_factory.spaces()[0].shape or ()))
     return {
         "mean": torch.from_numpy(moments.mean.copy()),
@@ -359,8 +359,8 @@ class Policy:
       policy's ``num_envs`` envs, ``first[i]`` marking env ``i``'s first observation of an
       episode -- the ``Actor`` protocol (``rlbench/specs.py``), usable wherever an actor is.
 
-    Observations are the env's own: the run's observation normalization (MuJoCo
-    ``env.normalize_obs``) is applied here, with the statistics saved with the weights.
+    Observations are the env's own: the run's observation normalization
+    (``env.normalize_obs``) is applied here, with the statistics saved with the weights.
     ``make_env()`` makes one env like the run's (for Atari its preprocessed frames).
     With ``deterministic=False`` actions are sampled from a generator seeded as the run's
     evaluation seeds it (``seed + EVAL_SEED_OFFSET``).
@@ -406,7 +406,7 @@ class Policy:
         self._first = True
         self._moments: Any = None
         if obs_normalization is not None:
-            from rlbench.envs.mujoco import RunningMoments
+            from rlbench.envs.normalize import RunningMoments
 
             mean = obs_normalization["mean"].numpy()
             self._moments = RunningMoments(tuple(mean.shape))
@@ -439,7 +439,7 @@ class Policy:
         """Observations as the run's evaluation envs hand them to the actor."""
         if self._moments is None or self.obs_normalization is None:
             return obs
-        from rlbench.envs.mujoco import normalize
+        from rlbench.envs.normalize import normalize
 
         norm = self.obs_normalization
         out = normalize(obs, self._moments, clip=norm["clip"], eps=norm["epsilon"])
@@ -473,8 +473,8 @@ class Policy:
             import dataclasses
 
             factory = make_env_factory(self.config).for_evaluation()
-            if self.obs_normalization is not None and dataclasses.is_dataclass(factory):
-                factory = dataclasses.replace(factory, normalize_obs=False)  # type: ignore[call-arg]
+            if self.obs_normalization is not None:
+                factory = dataclasses.replace(factory, normalize_obs=False)
             self._factory = factory
         return self._factory
 

@@ -153,24 +153,13 @@ def test_episode_statistics_exclude_the_autoreset_step() -> None:
         assert ret == pytest.approx(length * (length + 1) / 2)
 
 
-class RewardScaledFactory(EnvFactory):
-    """Counter envs behind reward normalization: learning rewards scaled, raw ones in info."""
-
-    def make(self, *, num_envs: int | None = None) -> Any:
-        from rlbench.envs.mujoco import NormalizeVectorEnv
-
-        return NormalizeVectorEnv(
-            super().make(num_envs=num_envs), normalize_obs=False, normalize_reward=True
-        )
-
-
 def test_episode_returns_are_logged_raw_when_the_env_normalizes_rewards() -> None:
     spec = ReplaySpec(
         batch_size=8, learning_starts=10, train_every=10, gradient_steps=1, gamma=0.99
     )
     module = StubModule(spec)
     dm = ReplayDataModule(
-        env=RewardScaledFactory(id="rlbench_test_envs:Counter-v0", num_envs=2),
+        env=EnvFactory(id="rlbench_test_envs:Counter-v0", num_envs=2, normalize_reward=True),
         buffer=functools.partial(TrajectoryReplayBuffer, capacity=10_000, n_step=1),
         spec=spec,
         actor=module,

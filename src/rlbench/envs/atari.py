@@ -40,7 +40,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -440,6 +440,8 @@ class AtariFactory(EnvFactory):
             ``NativeAtariVectorEnv``).
     """
 
+    normalizable: ClassVar[bool] = False
+
     id: str = ""
     num_envs: int = 8
     vectorization: str = "native"
@@ -471,6 +473,7 @@ class AtariFactory(EnvFactory):
                 f"env.max_episode_steps={self.max_episode_steps}: Atari episodes are limited by "
                 "env.max_episode_frames (emulator frames)"
             )
+        self.check_normalization()
         self.game = check_game(self.game)
         if not self.id:
             self.id = f"ALE/{self.game}"

@@ -306,6 +306,7 @@ class DMCFactory(EnvFactory):
                 f"env.vectorization='{self.vectorization}': allowed auto, serial, sync "
                 "(dm_control has no native vector env)"
             )
+        self.check_normalization()
         if self.action_repeat < 1:
             raise ConfigError(f"env.action_repeat={self.action_repeat}: must be >= 1")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
@@ -338,4 +339,4 @@ class DMCFactory(EnvFactory):
         render_kwargs = {**size, "camera_id": CAMERAS.get(domain, 0)}
         env = self.single_env_fn(render_mode="rgb_array", render_kwargs=render_kwargs)()
         settings.apply(env)
-        return env
+        return self.normalize_render_env(env)

@@ -6,13 +6,14 @@ import difflib
 import functools
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorEnv
 
+from rlbench.envs.normalize import NormalizeVectorEnv, RunningMoments, normalize
 from rlbench.envs.serial import SerialVectorEnv
 from rlbench.errors import ConfigError
 
@@ -112,7 +113,20 @@ class EnvFactory:
         max_episode_steps: override of the registered time limit (``None`` keeps it).
         kwargs: extra keyword arguments for ``gym.make``.
         score_range: ``[min, max]`` returns for min-max normalization in reports.
+        normalize_obs: standardize observations with running moments (SB3's
+            ``VecNormalize``; see ``rlbench.envs.normalize``). The moments are saved in
+            checkpoints; evaluation envs use a frozen copy of the training envs'.
+        normalize_reward: divide training rewards by the running std of the discounted
+            return (evaluation envs and ``eval/*`` returns stay raw).
+        reward_gamma: discount of that return (match ``algo.gamma``).
+        clip_obs, clip_reward: bounds of normalized values.
+        norm_epsilon: added to variances.
+        training_envs: (set by ``for_evaluation``, not by config) returns the current
+            training vector env whose observation moments evaluation envs copy.
     """
+
+    #: Whether ``normalize_obs`` / ``normalize_reward`` apply (False for image observations).
+    normalizable: ClassVar[bool] = True
 
     id: str
     name: str = ""
@@ -121,6 +135,15 @@ class EnvFactory:
     max_episode_steps: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     score_range: list[float] | None = None
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    reward_gamma: float = 0.99
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+    norm_epsilon: float = 1e-8
+    training_envs: Callable[[], VectorEnv | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
@@ -129,7 +152,22 @@ class EnvFactory:
             raise ConfigError(
                 f"env.vectorization='{self.vectorization}': allowed {', '.join(VECTORIZATIONS)}"
             )
+        self.check_normalization()
         check_env_id(self.id)
+
+    def check_normalization(self) -> None:
+        """One-line ConfigErrors for normalization options out of range or not supported."""
+        if (self.normalize_obs or self.normalize_reward) and not self.normalizable:
+            key = "normalize_obs" if self.normalize_obs else "normalize_reward"
+            raise ConfigError(
+                f"env.{key}=true: {type(self).__name__} envs have image observations; "
+                "normalization is for vector observations (allowed: false)"
+            )
+        if not 0.0 <= self.reward_gamma <= 1.0:
+            raise ConfigError(f"env.reward_gamma={self.reward_gamma}: must be in [0, 1]")
+        for key in ("clip_obs", "clip_reward", "norm_epsilon"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"env.{key}={getattr(self, key)}: must be > 0")
 
     @property
     def step_multiplier(self) -> int:
@@ -148,7 +186,25 @@ class EnvFactory:
         return "native" if has_native and num_envs >= NATIVE_MIN_ENVS else "serial"
 
     def make(self, *, num_envs: int | None = None) -> VectorEnv:
-        """A new, not yet reset vector env of ``num_envs`` (default ``self.num_envs``) envs."""
+        """A new, not yet reset vector env of ``num_envs`` (default ``self.num_envs``) envs,
+        normalized where ``normalize_obs`` / ``normalize_reward`` say."""
+        envs = self.make_raw(num_envs=num_envs)
+        if not (self.normalize_obs or self.normalize_reward):
+            return envs
+        return NormalizeVectorEnv(
+            envs,
+            normalize_obs=self.normalize_obs,
+            normalize_reward=self.normalize_reward,
+            gamma=self.reward_gamma,
+            clip_obs=self.clip_obs,
+            clip_reward=self.clip_reward,
+            epsilon=self.norm_epsilon,
+            obs_moments=self.training_obs_moments(),
+            update=self.training_envs is None,
+        )
+
+    def make_raw(self, *, num_envs: int | None = None) -> VectorEnv:
+        """``make`` without normalization: the vector env of the sub-envs themselves."""
         n = self.num_envs if num_envs is None else num_envs
         backend = self.backend(n)
         if backend == "native":
@@ -181,22 +237,46 @@ class EnvFactory:
     def for_evaluation(
         self, *, training_envs: Callable[[], VectorEnv | None] | None = None
     ) -> EnvFactory:
-        """The factory of evaluation envs: training-only options off (Atari episodic life)
-        and statistics taken from the current training envs where the observations depend
-        on them (MuJoCo observation normalization). Classic control: ``self``."""
-        return self
+        """The factory of evaluation envs: training-only options off (reward normalization,
+        Atari's episodic life) and observation moments copied, frozen, from
+        ``training_envs()`` at the time each evaluation env is made."""
+        if not (self.normalize_obs or self.normalize_reward):
+            return self
+        return replace(self, normalize_reward=False, training_envs=training_envs)
+
+    def training_obs_moments(self) -> RunningMoments | None:
+        """The observation moments of the current training envs (``training_envs``), if they
+        normalize observations."""
+        if self.training_envs is None:
+            return None
+        source = self.training_envs()
+        return source.obs_moments if isinstance(source, NormalizeVectorEnv) else None
+
+    def normalize_render_env(self, env: gym.Env[Any, Any]) -> gym.Env[Any, Any]:
+        """``env`` (one render env) with observations normalized like evaluation envs'."""
+        if not self.normalize_obs:
+            return env
+        shape = tuple(env.observation_space.shape or ())
+        frozen = (self.training_obs_moments() or RunningMoments(shape)).copy()
+        clip, eps = self.clip_obs, self.norm_epsilon
+        return gym.wrappers.TransformObservation(
+            env,
+            lambda obs: normalize(obs, frozen, clip=clip, eps=eps).astype(obs.dtype),
+            env.observation_space,
+        )
 
     def render_env(self) -> gym.Env[Any, Any]:
-        """One env whose observations match a training sub-env's and whose ``render()``
+        """One env whose observations match an evaluation sub-env's and whose ``render()``
         returns RGB frames ``(H, W, 3)`` uint8, for videos of evaluation episodes."""
         spec = check_env_id(self.id)
         modes = _render_modes(spec)
         if "rgb_array" not in modes:
             raise ConfigError(f"video: {self.id} cannot render RGB frames (render modes {modes})")
         try:
-            return self.single_env_fn(render_mode="rgb_array")()
+            env = self.single_env_fn(render_mode="rgb_array")()
         except gym.error.DependencyNotInstalled as e:
             raise ConfigError(f"video: {self.id} cannot render: {str(e).splitlines()[0]}") from None
+        return self.normalize_render_env(env)
 
 
 def _render_modes(spec: gym.envs.registration.EnvSpec) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -114,8 +114,10 @@ def make_minatar(
 class MinAtarFactory(EnvFactory):
     """``env=minatar_<game>``: a MinAtar Gymnasium id with channel-first uint8 observations.
 
-    Same options as ``EnvFactory``; ``id`` is ``MinAtar/<Game>-v1``.
+    Same options as ``EnvFactory`` but normalization; ``id`` is ``MinAtar/<Game>-v1``.
     """
+
+    normalizable: ClassVar[bool] = False
 
     def single_env_fn(self, **make_kwargs: Any) -> Callable[[], gym.Env]:
         kwargs = {**self.kwargs, **make_kwargs}
