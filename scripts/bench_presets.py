@@ -19,6 +19,10 @@ comes from the runs; presets without a completed run are listed as not measured.
 
     python scripts/bench_presets.py [--presets dqn_acrobot,ppo_acrobot,...] [--seeds 0-4]
         [--jobs 2] [--out outputs/bench_presets] [--page docs/results.md]
+    python scripts/bench_presets.py --presets ppo_mujoco@hopper,ppo_mujoco@walker2d
+
+``<preset>@<env>`` runs a preset on another env of its family (``experiment=<preset>
+env=<env>``): ``ppo_mujoco`` is one preset for every MuJoCo locomotion env.
     python scripts/bench_presets.py --quick   # smoke: 2,000 env steps, seed 0, a temp dir
 
 ``--quick`` checks the pipeline, not learning: runs, report and page all go to a temporary
@@ -43,6 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchlib import ROOT
 
@@ -64,6 +69,9 @@ DEFAULT_PRESETS = (
     "ppo_lunarlander",
     "sac_pendulum",
 )
+#: PPO on MuJoCo at 1M env steps beside CleanRL's table (issue 18); long: about an hour of
+#: CPU per run, so not in the default set.
+MUJOCO_PRESETS = ("ppo_mujoco@halfcheetah", "ppo_mujoco@hopper", "ppo_mujoco@walker2d")
 #: Every run gets these: they change display and logging only.
 RUN_ARGS = ("trainer.progress_bar=false", "logger=csv")
 #: ``--quick``: a short run of every preset (PPO's rollouts shrink to fit the budget).
@@ -111,9 +119,13 @@ REFERENCES: dict[str, Reference] = {
     ),
     "ppo_lunarlander": Reference("LunarLander-v2", "ppo", 1_000_000, "measured on v2"),
     "sac_pendulum": Reference("Pendulum-v1", "sac", 20_000),
+    "ppo_mujoco@halfcheetah": Reference("HalfCheetah-v4", "ppo", 1_000_000, "CleanRL on v4"),
+    "ppo_mujoco@hopper": Reference("Hopper-v4", "ppo", 1_000_000, "CleanRL on v4"),
+    "ppo_mujoco@walker2d": Reference("Walker2d-v4", "ppo", 1_000_000, "CleanRL on v4"),
 }
 #: The issue's targets (final greedy eval IQM over 5 seeds): the zoo's number for DQN and PPO
-#: on Acrobot and MountainCar, the "solved" line 200 on LunarLander. Others have none.
+#: on Acrobot and MountainCar, the "solved" line 200 on LunarLander, CleanRL's mean minus one
+#: standard deviation for PPO on MuJoCo. Others have none.
 TARGETS: dict[str, float | str] = {
     "dqn_acrobot": "reference",
     "ppo_acrobot": "reference",
@@ -121,6 +133,9 @@ TARGETS: dict[str, float | str] = {
     "ppo_mountaincar": "reference",
     "dqn_lunarlander": 200.0,
     "ppo_lunarlander": 200.0,
+    "ppo_mujoco@halfcheetah": "reference - std",
+    "ppo_mujoco@hopper": "reference - std",
+    "ppo_mujoco@walker2d": "reference - std",
 }
 
 
@@ -154,9 +169,17 @@ def run_status(run_dir: Path) -> str:
         return "unreadable"
 
 
+def split_preset(preset: str) -> tuple[str, str | None]:
+    """``"ppo_mujoco@hopper"`` -> ``("ppo_mujoco", "hopper")``, ``"dqn_acrobot"`` ->
+    ``("dqn_acrobot", None)``."""
+    name, _, env = preset.partition("@")
+    return name, env or None
+
+
 def command(preset: str, seed: int) -> list[str]:
     """The ``rlbench`` arguments of one run (without its run dir and ``--quick`` extras)."""
-    return [f"experiment={preset}", f"seed={seed}", *RUN_ARGS]
+    name, env = split_preset(preset)
+    return [f"experiment={name}", *([f"env={env}"] if env else []), f"seed={seed}", *RUN_ARGS]
 
 
 Runner = Callable[[list[str]], int]
@@ -324,32 +347,49 @@ def build_rows(
     return rows, missing
 
 
-def reference_cell(preset: str) -> tuple[str, float | None]:
-    """The page's reference text for ``preset`` and the published score (None: no row)."""
+def published_row(preset: str) -> Any:
+    """The ``published_scores.csv`` row ``preset`` is compared with (None: none)."""
     from rlbench.analysis.stats import published_scores
 
     ref = REFERENCES.get(preset)
     if ref is None:
-        return "none", None
+        return None
     for row in published_scores():
         if (row.env, row.algo, int(row.env_steps)) == (ref.env, ref.algo, ref.env_steps):
-            std = f" ± {row.std:g}" if row.std is not None else ""
-            seeds = f", {row.seeds} seed{'s' if row.seeds != 1 else ''}" if row.seeds else ""
-            note = f"; {ref.note}" if ref.note else ""
-            text = (
-                f"{row.score:g}{std} at {_steps(ref.env_steps)} ({row.metric}{seeds}{note}; "
-                f"{row.source})"
-            )
-            return text, row.score
-    return f"no published row for {ref.env} {ref.algo} at {ref.env_steps}", None
+            return row
+    return None
+
+
+def reference_cell(preset: str) -> tuple[str, float | None]:
+    """The page's reference text for ``preset`` and the published score (None: no row)."""
+    ref = REFERENCES.get(preset)
+    if ref is None:
+        return "none", None
+    row = published_row(preset)
+    if row is None:
+        return f"no published row for {ref.env} {ref.algo} at {ref.env_steps}", None
+    std = f" ± {row.std:g}" if row.std is not None else ""
+    seeds = f", {row.seeds} seed{'s' if row.seeds != 1 else ''}" if row.seeds else ""
+    note = f"; {ref.note}" if ref.note else ""
+    steps = _steps(ref.env_steps)
+    text = f"{row.score:g}{std} at {steps} ({row.metric}{seeds}{note}; {row.source})"
+    return text, row.score
 
 
 def target_cell(preset: str, iqm: float, reference: float | None) -> str:
     """``met``/``not met`` against the issue's target for ``preset`` ("" where none)."""
     target = TARGETS.get(preset)
-    if target is None:
+    if target is None or (isinstance(target, str) and reference is None):
         return ""
-    value = reference if target == "reference" else float(target)
+    if target == "reference":
+        value = reference
+    elif target == "reference - std":
+        row = published_row(preset)
+        if row is None or row.std is None:
+            return ""
+        value = float(row.score) - float(row.std)
+    else:
+        value = float(target)
     if value is None:
         return ""
     return f"{'met' if iqm >= value else 'not met'} (≥ {value:g})"
@@ -415,7 +455,8 @@ def render_page(
     lines += [
         "",
         "Each run is `rlbench experiment=<preset> seed=<k> " + " ".join(RUN_ARGS) + "` "
-        "(the last two change display and logging, not learning).",
+        "(the last two change display and logging, not learning); `<preset>@<env>` adds "
+        "`env=<env>`.",
     ]
     if missing:
         lines += ["", "## Not yet measured", ""]
@@ -521,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     available = available_presets()
     presets = args.presets.split(",") if args.presets else list(DEFAULT_PRESETS)
-    unknown = [p for p in presets if p not in available]
+    unknown = [p for p in presets if split_preset(p)[0] not in available]
     if unknown:
         parser.error(f"unknown presets {', '.join(unknown)}; allowed: {', '.join(available)}")
     if args.jobs < 1:

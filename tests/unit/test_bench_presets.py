@@ -19,6 +19,7 @@ FAKE = {
     "dqn_acrobot": ("dqn", "Acrobot-v1", [-90.0, -80.0, -70.0, -75.0, -85.0]),
     "ppo_acrobot": ("ppo", "Acrobot-v1", [-100.0, -60.0, -65.0, -70.0, -500.0]),
     "dqn_lunarlander": ("dqn", "LunarLander-v3", [210.0, 150.0, 230.0, 190.0, 250.0]),
+    "ppo_mujoco@hopper": ("ppo", "Hopper-v5", [2000.0, 2100.0, 2200.0, 2300.0, 2400.0]),
 }
 
 
@@ -135,6 +136,11 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     assert lunar[3].startswith("210.0 ") and lunar[5] == "met (≥ 200)"
     assert "measured on v2" in lunar[4]
     assert "- `ppo_mountaincar`: no completed run" in text
+    # a preset on another env of its family; target: CleanRL's mean minus one std
+    hopper = row("ppo_mujoco@hopper")
+    assert hopper[3].startswith("2200.0 ") and "CleanRL on v4" in hopper[4]
+    assert hopper[5] == f"met (≥ {2382.86 - 271.74:g})"
+    assert "--presets ppo_mujoco@hopper " in hopper[8]
     # the report's figures, copied small beside the page
     assert "![Learning curves](results/learning_curves.png)" in text
     png = tmp_path / "docs" / "results" / "learning_curves.png"
@@ -168,9 +174,20 @@ def test_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> 
     assert "--jobs=0: must be >= 1" in capsys.readouterr().err
 
 
+def test_a_preset_at_an_env_runs_the_preset_on_that_env() -> None:
+    assert bench_presets.command("ppo_mujoco@walker2d", 3)[:3] == [
+        "experiment=ppo_mujoco",
+        "env=walker2d",
+        "seed=3",
+    ]
+    assert bench_presets.command("dqn_acrobot", 0)[:2] == ["experiment=dqn_acrobot", "seed=0"]
+
+
 def test_default_presets_exist() -> None:
-    assert set(bench_presets.DEFAULT_PRESETS) <= set(bench_presets.available_presets())
-    assert set(bench_presets.REFERENCES) == set(bench_presets.DEFAULT_PRESETS)
-    for preset in bench_presets.DEFAULT_PRESETS:
+    measured = [*bench_presets.DEFAULT_PRESETS, *bench_presets.MUJOCO_PRESETS]
+    names = {bench_presets.split_preset(p)[0] for p in measured}
+    assert names <= set(bench_presets.available_presets())
+    assert set(bench_presets.REFERENCES) == set(measured)
+    for preset in measured:
         _, score = bench_presets.reference_cell(preset)
         assert score is not None, preset  # each reference row is in the packaged table
