@@ -156,7 +156,7 @@ class AutoNetworkConfig(NetworkConfig):
 class BufferConfig:
     _target_: str = "rlbench.buffers.TrajectoryReplayBuffer"
     _partial_: bool = True
-    capacity: int = 10_000
+    capacity: int = 50_000
     n_step: int = 1
     checkpoint: bool = True
     # store single frames of stacked observations (Atari); follows env.frame_stack
@@ -214,14 +214,14 @@ class OptimizerConfig:
 class DQNConfig:
     _target_: str = "rlbench.algos.dqn.DQN"
     name: str = "dqn"
-    lr: float = 2.5e-4
+    lr: float = 6.3e-4
     gamma: float = 0.99
     double: bool = False
-    target_update_every: int = 500
-    tau: float = 1.0
+    target_update_every: int = 4
+    tau: float = 0.01
     batch_size: int = 128
-    learning_starts: int = 10_000
-    train_every: int = 10
+    learning_starts: int = 1_000
+    train_every: int = 4
     gradient_steps: int = 1
     max_grad_norm: float = 10.0
     loss: str = "huber"
