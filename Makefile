@@ -40,7 +40,7 @@ unit: $(STAMP)
 ## extra (SB3).
 SPEED_BENCHES    := envs dqn per rainbow ppo sac shortcuts tdmpc2
 ## Learning benchmarks: many seeds of whole runs (hours on a laptop CPU).
-LEARNING_BENCHES := learning sac_learning presets
+LEARNING_BENCHES := learning sac_learning presets zoo_sb3
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
