@@ -178,3 +178,20 @@ def test_mujoco_episode_video_headless(tmp_path: Path) -> None:
     frames = read_video(tmp_path / "hop-episode-0.mp4")
     assert len(returns) == 1 and fps > 0
     assert frames.shape[0] >= 20 and frames.shape[-1] == 3 and frames.std() > 0
+
+
+def test_lunar_lander_resume_is_exact(tmp_path: Path) -> None:
+    """Box2D envs pickle as their constructor arguments; their checkpoints replay the
+    current episode (``ReplayOnUnpickle``), so a resumed run matches an uninterrupted one.
+    Without it the resumed run failed at its first step (no lander in a fresh env)."""
+    overrides = [*DEBUG, "env=lunar_lander", "env.num_envs=2", "trainer.eval_every=300"]
+    whole, half = tmp_path / "whole", tmp_path / "half"
+    whole.mkdir()
+    half.mkdir()
+    train_in_process(whole, [*overrides, "total_env_steps=600"])
+    train_in_process(half, [*overrides, "total_env_steps=300"])
+    resume_in_process(half, ["total_env_steps=600"])
+    assert read_metrics(half) == read_metrics(whole)
+    a, b = weights(half), weights(whole)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -97,8 +97,74 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     return spec
 
 
-def _make_single(env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any]) -> gym.Env:
-    return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+class ReplayOnUnpickle(gym.Wrapper[Any, Any, Any, Any]):
+    """Exact pickles of an env that pickles as its constructor arguments (Gymnasium's
+    ``EzPickle`` envs: LunarLander, BipedalWalker and other Box2D envs).
+
+    Such an env comes back from a pickle freshly built and not reset, so a resumed run would
+    step an env with no world in it (LunarLander: ``assert self.lander is not None``). This
+    wrapper keeps what made the current episode: the reset's seed and options, the RNG state
+    before it when the reset was unseeded (autoresets), and the actions since. Unpickling
+    rebuilds the env, resets it the same way and replays the actions, which restores the
+    episode exactly (the simulation is deterministic given the RNG and the actions; at most
+    one episode of steps is replayed). It sits innermost, so the counters of ``TimeLimit``
+    and the other wrappers above it pickle as usual.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        # (seed, options, RNG state before an unseeded reset) of the current episode
+        self._episode: tuple[int | None, dict[str, Any] | None, Any] | None = None
+        self._actions: list[Any] = []
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        rng = None if seed is not None else self.env.unwrapped.np_random.bit_generator.state
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._episode, self._actions = (seed, options, rng), []
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        out = self.env.step(action)
+        self._actions.append(np.array(action, copy=True))
+        return out
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._episode is None:
+            return
+        seed, options, rng = self._episode
+        if rng is not None:
+            generator = np.random.Generator(getattr(np.random, rng["bit_generator"])())
+            generator.bit_generator.state = rng
+            self.env.unwrapped.np_random = generator
+        self.env.reset(seed=seed, options=options)
+        for action in self._actions:
+            self.env.step(action)
+
+
+def wrap_innermost(env: gym.Env[Any, Any], wrapper: Callable[[gym.Env], gym.Env]) -> gym.Env:
+    """``env`` with ``wrapper`` put directly around its unwrapped env, inside every wrapper
+    ``gym.make`` added (so their own state pickles with them). Returns the outermost env."""
+    inner: gym.Env = env
+    while isinstance(inner, gym.Wrapper) and isinstance(inner.env, gym.Wrapper):
+        inner = inner.env
+    if isinstance(inner, gym.Wrapper):
+        inner.env = wrapper(inner.env)
+        return env
+    return wrapper(env)
+
+
+def _make_single(
+    env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any], *, replay: bool = True
+) -> gym.Env:
+    """One env as ``gym.make`` makes it; with ``replay``, envs that pickle as their
+    constructor arguments get ``ReplayOnUnpickle`` so checkpoints restore them exactly."""
+    env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+    if replay and isinstance(env.unwrapped, gym.utils.EzPickle):
+        env = wrap_innermost(env, ReplayOnUnpickle)
+    return env
 
 
 @dataclass(kw_only=True)

@@ -22,7 +22,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlbench.envs.factory import EnvFactory, _make_single, check_env_id, require
+from rlbench.envs.factory import (
+    EnvFactory,
+    _make_single,
+    check_env_id,
+    require,
+    wrap_innermost,
+)
 
 # Checkpoints written before normalization moved to rlbench.envs.normalize pickled these
 # classes under this module's name; the names stay importable from here so they still load.
@@ -104,16 +110,9 @@ class PhysicsState(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
 
 def make_mujoco(env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any]) -> gym.Env:
     """One MuJoCo env whose pickles restore its physics (module level: picklable)."""
-    env = _make_single(env_id, max_episode_steps, kwargs)
-    # PhysicsState must sit inside TimeLimit & co. so their counters pickle as usual
-    inner: gym.Env = env
-    while isinstance(inner, gym.Wrapper) and isinstance(inner.env, gym.Wrapper):
-        inner = inner.env
-    if isinstance(inner, gym.Wrapper):
-        inner.env = PhysicsState(inner.env)
-    else:
-        env = PhysicsState(env)
-    return env
+    env = _make_single(env_id, max_episode_steps, kwargs, replay=False)
+    # PhysicsState sits inside TimeLimit & co. so their counters pickle as usual
+    return wrap_innermost(env, PhysicsState)
 
 
 @dataclass(kw_only=True)
