@@ -17,6 +17,11 @@ mean wall time per run (start-up included) and the machine it ran on, and the ex
 The report's figures are copied as small PNGs into ``docs/results/``. Every number on the page
 comes from the runs; presets without a completed run are listed as not measured.
 
+Where ``scripts/bench_zoo_sb3.py`` trained Stable-Baselines3 with a preset's zoo values
+(``--peers``, default ``outputs/bench_zoo_sb3/<preset>/seed<k>``), the page adds the peer's
+IQM and CI over its completed seeds, with the same estimator: the zoo publishes one seed, and
+this says whether the zoo's own library reaches its number on other seeds.
+
     python scripts/bench_presets.py [--presets dqn_acrobot,ppo_acrobot,...] [--seeds 0-4]
         [--jobs 2] [--out outputs/bench_presets] [--page docs/results.md]
     python scripts/bench_presets.py --presets ppo_mujoco@hopper,ppo_mujoco@walker2d
@@ -270,6 +275,7 @@ class Row:
     hi: float
     wall_s: float  # mean over the runs with a sidecar (NaN when none)
     machines: tuple[str, ...]
+    peer: str = ""  # the peer's cell ("" where no peer ran)
 
 
 def _float(text: str) -> float:
@@ -301,12 +307,41 @@ def read_report_runs(
     return by_preset
 
 
-def build_rows(
-    out: Path, report_dir: Path, presets: Sequence[str], seeds: Sequence[int]
-) -> tuple[list[Row], list[str]]:
-    """Rows of the presets with at least one completed run, and the names of the rest."""
+def iqm_cell(finals: Sequence[float]) -> tuple[float, float, float]:
+    """IQM of final scores (one task) and its 95% stratified-bootstrap CI: the page's estimator."""
     from rlbench.analysis.stats import interval_estimates
 
+    est = interval_estimates({"x": [[v] for v in finals]}, reps=REPS, seed=BOOTSTRAP_SEED)
+    iqm = est["x"]["iqm"]
+    return iqm.point, iqm.lo, iqm.hi
+
+
+def peer_cell(peers: Path | None, preset: str) -> str:
+    """``"SB3 <iqm> [lo, hi], seeds a-b"`` from the completed peer runs of ``preset`` under
+    ``peers`` (``bench_zoo_sb3.py``'s folder); ``""`` where there are none."""
+    if peers is None or not (peers / preset).is_dir():
+        return ""
+    finals, seeds = [], []
+    for run_dir in sorted((peers / preset).glob("seed*")):
+        if run_status(run_dir) == "completed":
+            results = json.loads((run_dir / "results.json").read_text())
+            finals.append(float(results["eval_return_mean"]))
+            seeds.append(int(run_dir.name.removeprefix("seed")))
+    if not finals:
+        return ""
+    point, lo, hi = iqm_cell(finals)
+    return f"SB3: {point:.1f} [{lo:.1f}, {hi:.1f}], seeds {_seeds(seeds)}"
+
+
+def build_rows(
+    out: Path,
+    report_dir: Path,
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    peers: Path | None = None,
+) -> tuple[list[Row], list[str]]:
+    """Rows of the presets with at least one completed run, and the names of the rest."""
     run_dirs = {out / p / f"seed{s}": p for p in presets for s in seeds}
     used = read_report_runs(report_dir, run_dirs)
     rows: list[Row] = []
@@ -318,8 +353,7 @@ def build_rows(
         if not finals:
             missing.append(preset)
             continue
-        scores = {preset: [[v] for v in finals]}  # (runs, 1 task)
-        est = interval_estimates(scores, reps=REPS, seed=BOOTSTRAP_SEED)[preset]["iqm"]
+        point, lo, hi = iqm_cell(finals)
         walls, machines, steps = [], set(), []
         for seed in seeds:
             run_dir = out / preset / f"seed{seed}"
@@ -337,11 +371,12 @@ def build_rows(
                 env_steps=max(steps) if steps else 0,
                 finals=finals,
                 seeds=tuple(seeds),
-                iqm=est.point,
-                lo=est.lo,
-                hi=est.hi,
+                iqm=point,
+                lo=lo,
+                hi=hi,
                 wall_s=statistics.fmean(walls) if walls else float("nan"),
                 machines=tuple(sorted(machines)),
+                peer=peer_cell(peers, preset),
             )
         )
     return rows, missing
@@ -436,8 +471,8 @@ def render_page(
             f"## {env}",
             "",
             "| preset | env steps | seeds | final eval IQM [95% CI] | published reference "
-            "| target | wall per run | machine | command |",
-            "|---|---:|---|---|---|---|---:|---|---|",
+            "| target | peer, same values and seeds | wall per run | machine | command |",
+            "|---|---:|---|---|---|---|---|---:|---|---|",
         ]
         for r in (r for r in rows if r.env == env):
             text, score = reference_cell(r.preset)
@@ -449,7 +484,7 @@ def render_page(
             cmd = f"`python scripts/bench_presets.py {flags}`"
             lines.append(
                 f"| `{r.preset}` | {r.env_steps:,} | {runs} | {r.iqm:.1f} [{r.lo:.1f}, "
-                f"{r.hi:.1f}] | {text} | {target_cell(r.preset, r.iqm, score)} | {wall} "
+                f"{r.hi:.1f}] | {text} | {target_cell(r.preset, r.iqm, score)} | {r.peer} | {wall} "
                 f"| {'; '.join(r.machines)} | {cmd} |"
             )
     lines += [
@@ -503,6 +538,7 @@ def write_page(
     *,
     quick: bool = False,
     generated: str | None = None,
+    peers: Path | None = None,
 ) -> Path:
     """Run ``rlbench-report`` over ``out`` and write ``page`` with its figures beside it
     (``<page dir>/results/``). Returns ``page``."""
@@ -518,7 +554,7 @@ def write_page(
     args += ["--reps", str(REPS), "--seed", str(BOOTSTRAP_SEED), "--title", "rlbench presets"]
     if report.main(args) != 0:
         raise SystemExit("rlbench-report failed (see above)")
-    rows, missing = build_rows(out, report_dir, presets, seeds)
+    rows, missing = build_rows(out, report_dir, presets, seeds, peers=peers)
     figures = []
     for stem, title in FIGURES:
         src = report_dir / f"{stem}.png"
@@ -555,6 +591,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_presets")
     parser.add_argument("--page", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument(
+        "--peers",
+        type=Path,
+        default=ROOT / "outputs" / "bench_zoo_sb3",
+        help="bench_zoo_sb3.py's runs, shown beside each preset where present",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke: 2,000 steps, a temp dir")
     parser.add_argument(
         "--page-only", action="store_true", help="write the page from the runs there, train none"
@@ -575,7 +617,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"quick smoke run in {tmp}")
     if not args.page_only:
         run_all(presets, seeds, out, jobs=args.jobs, quick=args.quick)
-    print(f"page written to {write_page(out, presets, seeds, page, quick=args.quick)}")
+    peers = None if args.quick else args.peers
+    written = write_page(out, presets, seeds, page, quick=args.quick, peers=peers)
+    print(f"page written to {written}")
 
 
 if __name__ == "__main__":

@@ -108,8 +108,23 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     fake_runs(out)
     presets = [*FAKE, "ppo_mountaincar"]  # the last has no run: listed as not measured
+    # the peer (bench_zoo_sb3.py) ran dqn_acrobot on seeds 0-2 only
+    peers = tmp_path / "peers"
+    for seed, final in enumerate([-100.0, -90.0, -80.0]):
+        fabricate(
+            peers / "dqn_acrobot" / f"seed{seed}",
+            algo="dqn_sb3",
+            env_id="Acrobot-v1",
+            seed=seed,
+            final=final,
+        )
     page = bench_presets.write_page(
-        out, presets, [0, 1, 2, 3, 4], tmp_path / "docs" / "results.md", generated="2026-01-01"
+        out,
+        presets,
+        [0, 1, 2, 3, 4],
+        tmp_path / "docs" / "results.md",
+        generated="2026-01-01",
+        peers=peers,
     )
     text = page.read_text()
     assert "## Acrobot-v1" in text and "## LunarLander-v3" in text
@@ -129,9 +144,14 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     # the zoo's published DQN row, its source and the target verdict
     assert "-76.639" in dqn[4] and "rl-baselines3-zoo" in dqn[4]
     assert dqn[5] == "not met (≥ -76.639)"
-    assert dqn[6] == "2.0 min"  # mean of 60, 90, ..., 180 s
-    assert dqn[7] == "Test CPU, 2 cores"
-    assert dqn[8] == "`python scripts/bench_presets.py --presets dqn_acrobot --seeds 0-4`"
+    # the peer's IQM over its 3 seeds: the 25% trimmed mean of 3 runs trims none (int(0.75)
+    # runs a side), so it is their mean, -90
+    peer = re.match(r"SB3: (-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\], seeds 0-2$", dqn[6])
+    assert peer is not None and float(peer[1]) == pytest.approx(-90.0)
+    assert row("ppo_acrobot")[6] == ""  # no peer runs
+    assert dqn[7] == "2.0 min"  # mean of 60, 90, ..., 180 s
+    assert dqn[8] == "Test CPU, 2 cores"
+    assert dqn[9] == "`python scripts/bench_presets.py --presets dqn_acrobot --seeds 0-4`"
     lunar = row("dqn_lunarlander")
     assert lunar[3].startswith("210.0 ") and lunar[5] == "met (≥ 200)"
     assert "measured on v2" in lunar[4]
@@ -140,7 +160,7 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     hopper = row("ppo_mujoco@hopper")
     assert hopper[3].startswith("2200.0 ") and "CleanRL on v4" in hopper[4]
     assert hopper[5] == f"met (≥ {2382.86 - 271.74:g})"
-    assert "--presets ppo_mujoco@hopper " in hopper[8]
+    assert "--presets ppo_mujoco@hopper " in hopper[9]
     # the report's figures, copied small beside the page
     assert "![Learning curves](results/learning_curves.png)" in text
     png = tmp_path / "docs" / "results" / "learning_curves.png"
