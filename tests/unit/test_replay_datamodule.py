@@ -79,22 +79,38 @@ def test_no_transition_crosses_an_episode_boundary() -> None:
         np.testing.assert_allclose(batch["reward"].numpy(), expected, rtol=1e-5)
 
 
-def test_schedule_random_warmup_then_the_replay_ratio() -> None:
+def test_schedule_random_warmup_then_phases_of_collecting_and_learning() -> None:
     spec = ReplaySpec(
         batch_size=8, learning_starts=100, train_every=10, gradient_steps=3, gamma=0.99
     )
     dm, module = make_dm("CartPole-v1", num_envs=2, spec=spec, total=300)
     out = batches(dm)
     assert dm.env_steps == 300
-    # 3 gradient steps per 10 env steps collected from env step 100 on: 60 for 200 steps,
-    # each paid as soon as it is owed (2 envs: 2 env steps per vector step)
+    # from env step 100 on: collect 10 env steps (5 vector steps of 2 envs), then 3 gradient
+    # steps together (SB3's train_freq 10 / gradient_steps 3): 20 phases, 60 steps
     assert len(out) == 60
     assert min(module.calls) >= 100  # the policy is not consulted during warm-up
-    owed = [int((b["env_step"] - 100) * 3 // 10) for b in out]
-    assert [b["env_step"] for b in out[:4]] == [104, 108, 110, 114]
-    for k, b in enumerate(out):  # batch k is yielded at the first vector step that owes it
-        assert owed[k] >= k + 1 and (b["env_step"] - 2 - 100) * 3 // 10 < k + 1
+    assert [b["env_step"] for b in out] == [110 + 10 * (k // 3) for k in range(60)]
+    # the policy is consulted at every vector step, while no gradient step is taken
+    assert module.calls[:6] == [100, 102, 104, 106, 108, 110]
     assert dm.trainer.should_stop
+
+
+@pytest.mark.parametrize(
+    ("num_envs", "expected"),
+    [
+        # 3 envs, train_every 4, gradient_steps 2: the warm-up ends at 102 (whole vector
+        # steps), whose 2 env steps past 100 earn 1 gradient step; then each phase is 2
+        # vector steps (6 env steps), which earn 3: 1 per 2 env steps, 10 for 20
+        (3, [102] + [108] * 3 + [114] * 3 + [120] * 3),
+        # 1 env: 4 env steps, then 2 gradient steps
+        (1, [104] * 2 + [108] * 2 + [112] * 2 + [116] * 2 + [120] * 2),
+    ],
+)
+def test_phases_with_several_envs_keep_the_replay_ratio(num_envs: int, expected: list[int]) -> None:
+    spec = ReplaySpec(batch_size=8, learning_starts=100, train_every=4, gradient_steps=2, gamma=0.9)
+    dm, _ = make_dm("CartPole-v1", num_envs=num_envs, spec=spec, total=120)
+    assert [b["env_step"] for b in batches(dm)] == expected
 
 
 @pytest.mark.parametrize("num_envs", [1, 4, 8])

@@ -125,13 +125,16 @@ class ReplayDataModule(EnvStreamDataModule):
 
     def _phase_target(self, spec: TransitionSpec | SequenceSpec) -> int:
         """The env step at which this collect phase ends: ``learning_starts`` while the
-        data is random, else as soon as a whole gradient step is owed."""
+        data is random, else once ``train_every`` env steps (less what earlier phases left
+        over) have earned the phase's ``gradient_steps``, which are then paid together."""
         n = self.envs.num_envs * self.step_multiplier  # env steps per vector step
         if self.env_steps < spec.learning_starts:
             target = spec.learning_starts
         else:
+            # credit counts gradient_steps per env step; a phase ends on earning g of them
             per_vector_step = n * spec.gradient_steps
-            vector_steps = -(-(spec.train_every - self.update_credit) // per_vector_step)
+            left = spec.train_every * spec.gradient_steps - self.update_credit
+            vector_steps = -(-left // per_vector_step)
             target = self.env_steps + max(vector_steps, 1) * n
         return min(target, self.total_env_steps)
 
