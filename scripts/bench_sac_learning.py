@@ -24,7 +24,6 @@ Needs Stable-Baselines3 (``pip install -e '.[bench]'``) and MuJoCo.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 import yaml
 
 from bench_sac import ENV_ID, rlbench_overrides, sb3_model
-from benchlib import ROOT
+from benchlib import ROOT, write_peer_run
 
 LEARNING_STARTS = 5_000
 KINDS = ("rlbench", "sb3")
@@ -117,21 +116,7 @@ def child_sb3(args: argparse.Namespace, seed: int, run_dir: Path) -> None:
     model = sb3_model(gym.make(ENV_ID), learning_starts=args.learning_starts, seed=seed)
     model.learn(args.steps, callback=Evaluate())
     evaluate(model)
-    with (run_dir / "metrics.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    last = rows[-1]
-    results = {
-        "status": "completed",
-        "env_steps": model.num_timesteps,
-        "eval_return_mean": last["eval/return_mean"],
-        "eval_return_std": last["eval/return_std"],
-        "eval_episodes": int(last["eval/episodes"]),
-        "eval_deterministic": True,
-        "wall_time_s": time.time() - start,
-    }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_peer_run(run_dir, rows, env_steps=model.num_timesteps, started=start)
 
 
 def run_one(args: argparse.Namespace, kind: str, seed: int) -> str:

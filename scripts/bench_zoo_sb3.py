@@ -23,7 +23,6 @@ Needs Stable-Baselines3 (``pip install -e '.[bench]'``); one torch thread per ru
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import subprocess
@@ -36,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from benchlib import ROOT
+from benchlib import ROOT, write_peer_run
 
 #: rlbench's evaluation episode j of seed s resets with s + EVAL_SEED_OFFSET + j.
 EVAL_SEED_OFFSET = 1_000_000
@@ -48,27 +47,25 @@ def _zoo_dqn(**kwargs: Any) -> dict[str, Any]:
     return {**kwargs, "policy_kwargs": {"net_arch": net_arch}}
 
 
+#: The zoo's DQN values for Acrobot-v1 and LunarLander-v2 (the same for both).
+ACROBOT_LUNARLANDER = _zoo_dqn(
+    learning_rate=6.3e-4,
+    batch_size=128,
+    buffer_size=50_000,
+    learning_starts=0,
+    gamma=0.99,
+    target_update_interval=250,
+    train_freq=4,
+    gradient_steps=-1,
+    exploration_fraction=0.12,
+    exploration_final_eps=0.1,
+    net_arch=[256, 256],
+)
 #: preset -> (env id, total env steps, SB3 DQN kwargs): the zoo's values at
 #: DLR-RM/rl-baselines3-zoo@22e3ff2450fd92033f7f032915e1f64894a09584, hyperparams/dqn.yml,
 #: as each preset's header translates them (LunarLander: the zoo's v2 entry run on v3).
 ZOO: dict[str, tuple[str, int, dict[str, Any]]] = {
-    "dqn_acrobot": (
-        "Acrobot-v1",
-        100_000,
-        _zoo_dqn(
-            learning_rate=6.3e-4,
-            batch_size=128,
-            buffer_size=50_000,
-            learning_starts=0,
-            gamma=0.99,
-            target_update_interval=250,
-            train_freq=4,
-            gradient_steps=-1,
-            exploration_fraction=0.12,
-            exploration_final_eps=0.1,
-            net_arch=[256, 256],
-        ),
-    ),
+    "dqn_acrobot": ("Acrobot-v1", 100_000, ACROBOT_LUNARLANDER),
     "dqn_mountaincar": (
         "MountainCar-v0",
         120_000,
@@ -86,23 +83,7 @@ ZOO: dict[str, tuple[str, int, dict[str, Any]]] = {
             net_arch=[256, 256],
         ),
     ),
-    "dqn_lunarlander": (
-        "LunarLander-v3",
-        100_000,
-        _zoo_dqn(
-            learning_rate=6.3e-4,
-            batch_size=128,
-            buffer_size=50_000,
-            learning_starts=0,
-            gamma=0.99,
-            target_update_interval=250,
-            train_freq=4,
-            gradient_steps=-1,
-            exploration_fraction=0.12,
-            exploration_final_eps=0.1,
-            net_arch=[256, 256],
-        ),
-    ),
+    "dqn_lunarlander": ("LunarLander-v3", 100_000, ACROBOT_LUNARLANDER),
 }
 
 
@@ -185,21 +166,7 @@ def child(preset: str, seed: int, run_dir: Path, *, steps: int, every: int, epis
     model = DQN("MlpPolicy", gym.make(env_id), seed=seed, verbose=0, **kwargs)
     model.learn(steps, callback=Evaluate())
     record(model)
-    with (run_dir / "metrics.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    last = rows[-1]
-    results = {
-        "status": "completed",
-        "env_steps": model.num_timesteps,
-        "eval_return_mean": last["eval/return_mean"],
-        "eval_return_std": last["eval/return_std"],
-        "eval_episodes": int(last["eval/episodes"]),
-        "eval_deterministic": True,
-        "wall_time_s": time.time() - start,
-    }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_peer_run(run_dir, rows, env_steps=model.num_timesteps, started=start)
 
 
 def parse_seeds(text: str) -> list[int]:

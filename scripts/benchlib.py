@@ -134,3 +134,31 @@ def summarize(
         f"  Lightning share of rlbench's loop  min {min(share):.1%}  median "
         f"{statistics.median(share):.1%}   (target <= 20%)"
     )
+
+
+def write_peer_run(
+    run_dir: Path,
+    rows: list[dict[str, float]],
+    *,
+    env_steps: int,
+    started: float,
+) -> None:
+    """A peer's run as rlbench writes its own (beside the ``.hydra/config.yaml`` the caller
+    wrote): ``metrics.csv`` from ``rows`` (``env_step`` and ``eval/*`` columns, the last row
+    the final evaluation) and a completed ``results.json``, so ``rlbench-report`` reads it
+    like any run. ``started``: the run's ``time.time()`` at its start."""
+    with (run_dir / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    last = rows[-1]
+    results = {
+        "status": "completed",
+        "env_steps": env_steps,
+        "eval_return_mean": last["eval/return_mean"],
+        "eval_return_std": last["eval/return_std"],
+        "eval_episodes": int(last["eval/episodes"]),
+        "eval_deterministic": True,
+        "wall_time_s": time.time() - started,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
