@@ -11,7 +11,8 @@ episodes seeded as rlbench seeds its evaluation episodes (episode ``j`` of seed 
 (``.hydra/config.yaml`` with ``algo.name=dqn_sb3``, ``metrics.csv``, ``results.json``) under
 ``<out>/<preset>/seed<k>``. ``rlbench-report`` then aggregates these runs with the preset's
 rlbench runs (``--rlbench-out``, ``scripts/bench_presets.py``'s folder) and the script prints
-the report's IQM table: the two libraries side by side, same estimator, same seeds.
+the report's IQM table: the two libraries side by side, same estimator, same seeds. Where a
+preset tuned a zoo key (``TUNED``), SB3 keeps the zoo's value: the peer is the zoo as published.
 Resumable: a run whose ``results.json`` says ``completed`` is skipped.
 
     python scripts/bench_zoo_sb3.py --presets dqn_mountaincar [--seeds 0-4] [--jobs 2]
@@ -85,6 +86,9 @@ ZOO: dict[str, tuple[str, int, dict[str, Any]]] = {
     ),
     "dqn_lunarlander": ("LunarLander-v3", 100_000, ACROBOT_LUNARLANDER),
 }
+#: Zoo keys a preset tuned away from the zoo's value, keeping the gradient steps per env step
+#: (its header says what was measured): SB3 keeps the zoo's values there.
+TUNED: dict[str, tuple[str, ...]] = {"dqn_lunarlander": ("train_freq", "gradient_steps")}
 
 
 def preset_env(preset: str) -> dict[str, Any]:

@@ -27,8 +27,12 @@ def test_sb3_values_are_the_presets(preset: str) -> None:
     # SB3 counts the target period in env steps and copies (rlbench: tau 1)
     assert kw["target_update_interval"] == algo.target_update_every and algo.tau == 1.0
     # gradient_steps -1: as many as env steps collected (one env)
-    grad = algo.train_every if kw["gradient_steps"] == -1 else kw["gradient_steps"]
-    assert (kw["train_freq"], grad) == (algo.train_every, algo.gradient_steps)
+    grad = kw["train_freq"] if kw["gradient_steps"] == -1 else kw["gradient_steps"]
+    if preset in bench_zoo_sb3.TUNED:  # the same gradient steps per env step, other phases
+        assert set(bench_zoo_sb3.TUNED[preset]) == {"train_freq", "gradient_steps"}
+        assert grad / kw["train_freq"] == algo.gradient_steps / algo.train_every
+    else:
+        assert (kw["train_freq"], grad) == (algo.train_every, algo.gradient_steps)
     assert (sampler.start, sampler.end) == (1.0, kw["exploration_final_eps"])
     assert sampler.decay_fraction == kw["exploration_fraction"]
     assert kw["policy_kwargs"]["net_arch"] == list(cfg.network.hidden)
