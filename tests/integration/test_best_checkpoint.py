@@ -31,6 +31,7 @@ ARGS = [
     "trainer.eval_every=250",
     "trainer.checkpoint_every=200",
     "network.hidden=[16,16]",
+    "algo.train_every=10",  # phases end on env steps 210, 220, ...: evaluations at 250, 500, ...
 ]
 real_evaluate = rlbench.callbacks.evaluation.evaluate
 

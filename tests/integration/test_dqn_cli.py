@@ -135,9 +135,9 @@ def test_other_seed_other_numbers(straight: Path, tmp_path: Path) -> None:
 def test_direct_optimizer_step_matches_lightnings_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no ``on_before_optimizer_step`` hook anywhere, the step skips Lightning's closure
-    (``RLModule._optimizer_step``); a callback that defines the hook gets Lightning's own path
-    and sees every step. Both count ``global_step`` alike and give the same numbers."""
+    """A callback that defines ``on_before_optimizer_step`` sees every gradient step (they go
+    through Lightning's optimizer wrapper), and a run with it counts ``global_step`` and gives
+    the same numbers as one without."""
     from rlbench.callbacks import MetricsFlush
 
     direct = tmp_path / "direct"
@@ -151,7 +151,7 @@ def test_direct_optimizer_step_matches_lightnings_own(
     )
     hooked = tmp_path / "hooked"
     train(hooked)
-    steps = (1000 - 200) // 10  # debug run: one gradient step per 10 env steps from 200
+    steps = (1000 - 200) // 4  # algo=dqn: one gradient step per 4 env steps from 200
     assert calls == list(range(steps))
     for d in (direct, hooked):
         ckpt = torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)
