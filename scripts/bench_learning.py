@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import ROOT
+from benchlib import ROOT, parse_ints
 
 CONF = ROOT / "conf"
 SEEDS = (0, 1, 2, 3, 4)
@@ -154,15 +154,6 @@ def format_table(preset: str, runs: list[Run], summary: Summary) -> str:
         f"  95% CI [{summary.lo:.1f}, {summary.hi:.1f}]   mean wall {summary.wall_mean_s:.1f} s"
     )
     return "\n".join(lines)
-
-
-def parse_ints(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` or ``"0-4"`` (inclusive) as a tuple of ints."""
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    return tuple(out)
 
 
 def main(argv: list[str] | None = None) -> None:

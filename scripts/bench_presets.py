@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT
+from benchlib import ROOT, parse_ints
 
 CONF = ROOT / "conf"
 SEEDS = (0, 1, 2, 3, 4)
@@ -565,20 +565,6 @@ def write_page(
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(render_page(rows, missing, figures, generated=when, quick=quick))
     return page
-
-
-def parse_ints(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` or ``"0-4"`` (inclusive) as a tuple of ints."""
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        try:
-            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"bad seeds {text!r}: allowed e.g. 0,1,2 or 0-4"
-            ) from None
-    return tuple(out)
 
 
 def main(argv: list[str] | None = None) -> None:

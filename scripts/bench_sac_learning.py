@@ -35,17 +35,10 @@ from typing import Any
 import yaml
 
 from bench_sac import ENV_ID, rlbench_overrides, sb3_model
-from benchlib import ROOT, write_peer_run
+from benchlib import ROOT, completed, write_peer_run
 
 LEARNING_STARTS = 5_000
 KINDS = ("rlbench", "sb3")
-
-
-def completed(run_dir: Path) -> bool:
-    try:
-        return json.loads((run_dir / "results.json").read_text())["status"] == "completed"
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def rlbench_command(args: argparse.Namespace, seed: int, run_dir: Path) -> list[str]:

@@ -36,10 +36,8 @@ from typing import Any
 
 import yaml
 
-from benchlib import ROOT, write_peer_run
-
-#: rlbench's evaluation episode j of seed s resets with s + EVAL_SEED_OFFSET + j.
-EVAL_SEED_OFFSET = 1_000_000
+from benchlib import ROOT, completed, parse_ints, write_peer_run
+from rlbench.envs.factory import EVAL_SEED_OFFSET  # evaluation episode j of seed s: s + it + j
 
 
 def _zoo_dqn(**kwargs: Any) -> dict[str, Any]:
@@ -99,13 +97,6 @@ def preset_env(preset: str) -> dict[str, Any]:
         raise SystemExit(f"{preset}: no 'override /env' in its yaml")
     env: dict[str, Any] = yaml.safe_load((ROOT / "conf" / "env" / f"{match[1]}.yaml").read_text())
     return env
-
-
-def completed(run_dir: Path) -> bool:
-    try:
-        return json.loads((run_dir / "results.json").read_text())["status"] == "completed"
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def evaluate(model: Any, env_id: str, *, seed: int, episodes: int) -> list[float]:
@@ -173,19 +164,10 @@ def child(preset: str, seed: int, run_dir: Path, *, steps: int, every: int, epis
     write_peer_run(run_dir, rows, env_steps=model.num_timesteps, started=start)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` or ``"0-4"``."""
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="dqn_mountaincar", help=f"of {', '.join(ZOO)}")
-    parser.add_argument("--seeds", default="0-4", help="e.g. 0,1,2 or 0-4")
+    parser.add_argument("--seeds", type=parse_ints, default="0-4", help="e.g. 0,1,2 or 0-4")
     parser.add_argument("--eval-every", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--steps", type=int, default=None, help="default: the zoo's budget")
@@ -200,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown presets {', '.join(unknown)}; allowed: {', '.join(ZOO)}")
     if args.quick:
-        presets, args.seeds, args.steps = ["dqn_acrobot"], "0", 2_000
+        presets, args.seeds, args.steps = ["dqn_acrobot"], (0,), 2_000
         args.eval_every, args.eval_episodes = 1_000, 2
         args.out = Path(tempfile.mkdtemp(prefix="bench_zoo_sb3_"))
     out = args.out.resolve()
@@ -215,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
               episodes=args.eval_episodes)  # fmt: skip
         return
 
-    seeds = parse_seeds(args.seeds)
+    seeds = args.seeds
 
     def run_one(job: tuple[str, int]) -> str:
         preset, seed = job

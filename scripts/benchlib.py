@@ -6,6 +6,7 @@ the parent interleaves them and prints min / median and the ratios.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import functools
 import importlib
@@ -162,3 +163,26 @@ def write_peer_run(
         "wall_time_s": time.time() - started,
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` or ``"0-4"`` (inclusive) as a tuple of ints (an argparse ``type``: a bad
+    value is a one-line error naming it)."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad seeds {text!r}: allowed e.g. 0,1,2 or 0-4"
+            ) from None
+    return tuple(out)
+
+
+def completed(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s ``results.json`` says the run completed."""
+    try:
+        return json.loads((run_dir / "results.json").read_text())["status"] == "completed"
+    except (OSError, ValueError, KeyError):
+        return False
