@@ -37,6 +37,14 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+def assert_same_run(resumed: Path, straight: Path) -> None:
+    """The resumed run logged the same metrics and ended with the same weights."""
+    assert read_metrics(resumed) == read_metrics(straight)
+    a, b = weights(resumed), weights(straight)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 @pytest.fixture(scope="module")
 def breakout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One 600-step DQN run on Breakout with a video and a TensorBoard clip at the end."""
@@ -103,10 +111,7 @@ def test_atari_resume_is_exact(breakout: Path, tmp_path: Path) -> None:
     ]
     train_in_process(half, [*overrides, "total_env_steps=300"])
     resume_in_process(half, ["total_env_steps=600"])
-    assert read_metrics(half) == read_metrics(breakout)
-    a, b = weights(half), weights(breakout)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_run(half, breakout)
 
 
 def test_dqn_runs_on_minatar_breakout(tmp_path: Path) -> None:
@@ -191,7 +196,4 @@ def test_lunar_lander_resume_is_exact(tmp_path: Path) -> None:
     train_in_process(whole, [*overrides, "total_env_steps=600"])
     train_in_process(half, [*overrides, "total_env_steps=300"])
     resume_in_process(half, ["total_env_steps=600"])
-    assert read_metrics(half) == read_metrics(whole)
-    a, b = weights(half), weights(whole)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_run(half, whole)
