@@ -17,9 +17,12 @@ One update per agent step is the authors' ratio, so act + update is the cost of 
 step in steady state (2 env steps under ``env.action_repeat=2``, the DMC presets). Each
 repeat times ``--calls`` calls of each after ``--warmup`` untimed ones; the per-call min
 and median over repeats are printed, then a ``torch.profiler`` table of the top operators
-(self CPU time) over a few more calls.
+(self CPU time; on a GPU, self device time) over a few more calls. On a GPU (``--device
+cuda``) the module lives there, batches and observations start on the host as in training
+(the module moves them), and each repeat ends with ``torch.cuda.synchronize()`` so the
+clock sees the kernels finish.
 
-    python scripts/bench_tdmpc2.py [--repeats 5] [--calls 20] [--threads 1]
+    python scripts/bench_tdmpc2.py [--repeats 5] [--calls 20] [--threads 1] [--device cuda]
     python scripts/bench_tdmpc2.py --quick    # smoke test: 1M and TD-MPC, small batch and
                                               # planner, 1 repeat of 2 calls
 """
@@ -65,8 +68,9 @@ class _Step:
 QUICK: dict[str, int] = {"batch_size": 16, "iterations": 2, "num_samples": 64, "num_elites": 8}
 
 
-def build(name: str, *, quick: bool = False) -> RLModule:
-    """The contender ``name`` for walker-walk's spaces, its optimizers attached."""
+def build(name: str, *, quick: bool = False, device: str = "cpu") -> RLModule:
+    """The contender ``name`` for walker-walk's spaces on ``device``, its optimizers
+    attached."""
     # max_grad_norm is rlbench's key on an optimizer partial (split_clip takes it off)
     opt = functools.partial(torch.optim.Adam, lr=3e-4, max_grad_norm=20.0)  # type: ignore[call-arg]
     kw: dict[str, Any] = dict(QUICK) if quick else {}
@@ -83,6 +87,7 @@ def build(name: str, *, quick: bool = False) -> RLModule:
         gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
         gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32),
     )
+    module.to(device)
     steps = {k: _Step(o) for k, o in module.make_optimizers().items()}
     module.__dict__["optimizer"] = lambda name="main": steps[name]  # shadows the method
     return module
@@ -122,31 +127,46 @@ def timers(module: RLModule, *, seed: int = 0) -> dict[str, Callable[[], None]]:
     return {"act": act, "update": update}
 
 
+def synchronize(device: str) -> None:
+    """Wait for ``device``'s queued kernels (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def measure(
-    fn: Callable[[], None], *, repeats: int, calls: int, warmup: int
+    fn: Callable[[], None], *, repeats: int, calls: int, warmup: int, device: str = "cpu"
 ) -> tuple[float, float]:
     """``(min, median)`` over repeats of the mean seconds per call."""
     for _ in range(warmup):
         fn()
+    synchronize(device)
     per_call = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(calls):
             fn()
+        synchronize(device)
         per_call.append((time.perf_counter() - start) / calls)
     return min(per_call), statistics.median(per_call)
 
 
-def profile(fns: dict[str, Callable[[], None]], *, calls: int, rows: int) -> str:
-    """``torch.profiler`` table (self CPU time) over ``calls`` calls of each function."""
+def profile(
+    fns: dict[str, Callable[[], None]], *, calls: int, rows: int, device: str = "cpu"
+) -> str:
+    """``torch.profiler`` table over ``calls`` calls of each function: by self CPU time, or
+    on a GPU by self device (kernel) time."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = torch.device(device).type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with torch_profile(activities=activities) as prof:
         for fn in fns.values():
             for _ in range(calls):
                 fn()
-    return str(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+        synchronize(device)
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    return str(prof.key_averages().table(sort_by=key, row_limit=rows))
 
 
 def bench(
@@ -158,12 +178,13 @@ def bench(
     quick: bool,
     profile_calls: int,
     rows: int,
+    device: str = "cpu",
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Times (and prints) act and update per contender; returns ``{name: {kind: (min,
     median)}}`` in seconds per call."""
     results: dict[str, dict[str, tuple[float, float]]] = {}
     for name in names:
-        module = build(name, quick=quick)
+        module = build(name, quick=quick, device=device)
         fns = timers(module)
         model: torch.nn.Module = module.model  # type: ignore[assignment]
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -174,7 +195,7 @@ def bench(
         )
         results[name] = {}
         for kind, fn in fns.items():
-            lo, med = measure(fn, repeats=repeats, calls=calls, warmup=warmup)
+            lo, med = measure(fn, repeats=repeats, calls=calls, warmup=warmup, device=device)
             results[name][kind] = (lo, med)
             print(f"{kind:>7}: min {lo * 1e3:8.2f} ms   median {med * 1e3:8.2f} ms   per call")
         step = [results[name]["act"][i] + results[name]["update"][i] for i in (0, 1)]
@@ -184,7 +205,7 @@ def bench(
         )
         if profile_calls > 0:
             print(f"-- profile of {name} ({profile_calls} act + {profile_calls} update calls)")
-            print(profile(fns, calls=profile_calls, rows=rows))
+            print(profile(fns, calls=profile_calls, rows=rows, device=device))
     return results
 
 
@@ -197,15 +218,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile-calls", type=int, default=5)
     parser.add_argument("--rows", type=int, default=15, help="operators in the profile table")
     parser.add_argument("--only", nargs="*", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny and short")
     args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r}: not a torch device; allowed: cpu, cuda, cuda:<i>")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {args.device!r}: allowed: cpu, cuda, cuda:<i>")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device!r}: no CUDA device on this machine; allowed: cpu")
+    where = args.device
+    if device.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(device)})"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.quick:
         args.repeats, args.calls, args.warmup, args.profile_calls, args.rows = 1, 2, 1, 1, 5
         args.only = [n for n in args.only if n != "tdmpc2-5M"]  # 5M: its build is the same
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device cpu; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {where}; "
         f"repeats {args.repeats} x {args.calls} calls"
     )
     bench(
@@ -216,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         quick=args.quick,
         profile_calls=args.profile_calls,
         rows=args.rows,
+        device=args.device,
     )
 
 
