@@ -297,6 +297,8 @@ class TDMPC2Config:
     consistency_coef: float = 20.0
     reward_coef: float = 0.1
     value_coef: float = 0.1
+    episodic: bool = False  # a termination head (the authors' episodic mode)
+    termination_coef: float = 1.0
     tau: float = 0.01
     discount: float | None = None  # null: from episode_length
     episode_length: int = 1000

@@ -291,6 +291,31 @@ def test_mppi_policy_samples_count_and_exploration_noise() -> None:
     assert float((noisy.action - 0.3).abs().max()) < 0.05 * 5
 
 
+@pytest.mark.parametrize("terminal_value", [0.0, 5.0])
+def test_mppi_counts_rewards_and_value_only_until_a_predicted_termination(
+    terminal_value: float,
+) -> None:
+    """``z' = z + a``, reward ``a``, termination once ``z' > 1.5``: without the head the
+    plan is ``(1, 1, 1)``. With it, the reward of step t counts only while ``z_1..z_t``
+    are alive, so (value 0) the best plans keep ``a_0 + a_1 <= 1.5`` and end on ``a_2 =
+    1`` (return 2.5, where ``(1, 1, 1)`` earns 2); a terminal value of 5, lost at a
+    termination, makes them keep ``a_0 + a_1 + a_2 <= 1.5`` too (return 6.5)."""
+    toy = {
+        "dynamics": lambda z, a: z + a,
+        "reward": lambda z, a: a.squeeze(-1),
+        "value": lambda z: torch.full(z.shape[:-1], terminal_value),
+    }
+    cfg = MPPIConfig(num_pi_trajs=0)
+    free = plan(torch.zeros(2, 1), toy, cfg=cfg).mean.squeeze(-1)  # (N, H)
+    torch.testing.assert_close(free, torch.ones(2, 3), atol=0.02, rtol=0)
+    toy["termination"] = lambda z: (z.squeeze(-1) > 1.5).float()
+    stopped = plan(torch.zeros(2, 1), toy, cfg=cfg).mean.squeeze(-1)
+    kept = stopped[:, :2].sum(-1) if terminal_value == 0.0 else stopped.sum(-1)
+    assert bool(((kept > 1.2) & (kept <= 1.5 + 0.01)).all()), stopped
+    if terminal_value == 0.0:
+        assert bool((stopped[:, 2] > 0.9).all()), stopped
+
+
 def test_warm_start_shifts_the_previous_plan_and_resets_at_first() -> None:
     prev = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]).unsqueeze(-1)
     first = torch.tensor([False, True, False])
@@ -389,15 +414,10 @@ def reference_model_losses(module: TDMPC2, batch: dict[str, torch.Tensor]) -> di
     }
 
 
-def test_horizon_losses_match_the_authors_loops_on_a_tiny_model() -> None:
-    torch.manual_seed(0)
-    module = make_module(dropout=0.0, num_q=2)
-    for p in module.model.parameters():  # no zero heads: losses that depend on everything
-        if p.requires_grad:
-            torch.nn.init.normal_(p, std=0.3)
-    module.model.target_qs.load_state_dict(module.model.qs.state_dict())
+def sequence_batch(module: TDMPC2) -> dict[str, torch.Tensor]:
+    """6 sequences of 3 steps in the module's spaces, the first ending in a termination."""
     g = torch.Generator().manual_seed(1)
-    batch = {
+    return {
         "obs": torch.randn(6, 4, 5, generator=g, dtype=torch.float64),
         "action": torch.rand(6, 3, 2, generator=g) * module.action_scale * 2
         - module.action_scale
@@ -406,22 +426,89 @@ def test_horizon_losses_match_the_authors_loops_on_a_tiny_model() -> None:
         "terminated": torch.tensor([[False, False, True]] + [[False] * 3] * 5),
         "truncated": torch.zeros(6, 3, dtype=torch.bool),
     }
-    torch.manual_seed(5)
-    expected = reference_model_losses(module, batch)
-    steps: list[tuple[str, torch.Tensor]] = []
+
+
+def dense_module(**kwargs: Any) -> TDMPC2:
+    """A tiny module whose heads are not zero, so every loss depends on every weight."""
+    torch.manual_seed(0)
+    module = make_module(dropout=0.0, num_q=2, **kwargs)
+    for p in module.model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.3)
+    module.model.target_qs.load_state_dict(module.model.qs.state_dict())
+    return module
+
+
+def recorded_steps(module: TDMPC2, batch: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
+    """``(optimizer, loss)`` of each gradient step of one ``training_step`` (none taken)."""
+    steps: list[tuple[str, float]] = []
     module.make_optimizers()
     module.gradient_step = lambda loss, params, *, max_grad_norm, optimizer="main": steps.append(  # type: ignore[method-assign]
-        (optimizer, loss.detach())
+        (optimizer, float(loss.detach()))
     )
     torch.manual_seed(5)  # the same draws for the TD target's policy sample
     module.training_step(iter([(batch, 0, 0)]))
+    return steps
+
+
+def test_horizon_losses_match_the_authors_loops_on_a_tiny_model() -> None:
+    module = dense_module()
+    batch = sequence_batch(module)
+    torch.manual_seed(5)
+    expected = reference_model_losses(module, batch)
+    steps = recorded_steps(module, batch)
     got = {name: float(module.metrics.pending(name)[0]) for name in expected}
     assert got == pytest.approx(expected, rel=1e-5)
+    assert not module.metrics.pending("train/termination_loss")  # not episodic: no head
+    assert module.model.termination is None
     c, r, v = module.coefs
     model_loss = c * got["train/consistency_loss"] + r * got["train/reward_loss"]
     model_loss += v * got["train/value_loss"]
     assert [name for name, _ in steps] == ["main", "pi"]
-    assert float(steps[0][1]) == pytest.approx(model_loss, rel=1e-5)
+    assert steps[0][1] == pytest.approx(model_loss, rel=1e-5)
+
+
+def test_episodic_termination_loss_is_the_heads_bce_on_the_rollout() -> None:
+    """The authors' ``termination_loss``: BCE with logits of the head on ``z_1..z_H`` of
+    the latent rollout against ``terminated``, added at ``termination_coef`` to the model
+    loss; the head's weights are in the ``main`` optimizer."""
+    module = dense_module(episodic=True, termination_coef=2.0)
+    model = module.model
+    assert model.termination is not None
+    batch = sequence_batch(module)
+    with torch.no_grad():
+        obs = batch["obs"].float().transpose(0, 1)
+        action = ((batch["action"] - module.action_bias) / module.action_scale).transpose(0, 1)
+        z, logits = model.encode(obs[0]), []
+        for t in range(3):
+            z = model.next(z, action[t])
+            logits.append(model.termination(z).squeeze(-1))  # (B,)
+        target = batch["terminated"].float().transpose(0, 1)
+        expected = F.binary_cross_entropy_with_logits(torch.stack(logits), target).item()
+    torch.manual_seed(5)
+    others = reference_model_losses(module, batch)
+    steps = recorded_steps(module, batch)
+    got = float(module.metrics.pending("train/termination_loss")[0])
+    assert got == pytest.approx(expected, rel=1e-5)
+    c, r, v = module.coefs
+    model_loss = c * others["train/consistency_loss"] + r * others["train/reward_loss"]
+    model_loss += v * others["train/value_loss"] + 2.0 * expected
+    assert steps[0] == ("main", pytest.approx(model_loss, rel=1e-5))
+    head = {id(p) for p in model.termination.parameters()}
+    assert head <= {id(p) for p in module._main_params}
+    assert not head & {id(p) for p in module._pi_params}
+
+
+def test_episodic_planner_gets_the_heads_probability() -> None:
+    module = dense_module(episodic=True)
+    fns = module.planning_functions(torch.Generator().manual_seed(0))
+    z = module.model.encode(torch.randn(4, 5))
+    expected = torch.sigmoid(module.model.termination(z).squeeze(-1))
+    torch.testing.assert_close(fns["termination"](z), expected)
+    plain = dense_module()
+    assert "termination" not in plain.planning_functions(torch.Generator())
+    with pytest.raises(RuntimeError, match="no termination head"):
+        plain.model.termination_logit(z)
 
 
 def test_policy_loss_scales_q_by_its_running_range_and_freezes_the_q_heads() -> None:

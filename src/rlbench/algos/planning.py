@@ -92,13 +92,15 @@ def plan_mppi(
     generator: torch.Generator,
     explore: bool,
     sample_elite: bool,
+    termination: Fn | None = None,
 ) -> Plan:
     """MPPI over action sequences of ``cfg.horizon`` steps from latents ``z (N, Z)``.
 
     Each of ``cfg.iterations`` rounds scores ``cfg.num_samples`` sequences per env --
     ``cfg.num_pi_trajs`` rolled out once with ``policy``, the rest drawn from
     ``N(mean, std)`` clamped to ``[-1, 1]`` -- by ``sum_t discount^t reward(z_t, a_t) +
-    discount^H value(z_H)`` along ``z_{t+1} = dynamics(z_t, a_t)``, keeps the
+    discount^H value(z_H)`` along ``z_{t+1} = dynamics(z_t, a_t)`` (with ``termination``,
+    each term only while no ``z_1..z_t`` is predicted terminal), keeps the
     ``cfg.num_elites`` best and refits ``mean`` and ``std`` (clamped to ``[min_std,
     max_std]``) to them weighted by ``exp(temperature * (v - max v))``; with
     ``cfg.momentum = m`` the new mean is ``m * mean + (1 - m) * refit`` (the std is the
@@ -114,6 +116,8 @@ def plan_mppi(
         reward: ``(z, a) -> r (...)``.
         value: ``z (..., Z) -> v (...)``, the terminal value.
         policy: ``z (..., Z) -> a (..., A)`` in ``[-1, 1]``, or ``None`` (no policy samples).
+        termination: ``z' (..., Z) -> p (...)``, the probability that the step into ``z'``
+            ended the episode, or ``None`` (no terminations: every term counts).
         discount: per-step discount of the returns.
         cfg: the sample counts, temperature and std bounds.
         generator: every random draw (samples, elite, noise) comes from it.
@@ -145,12 +149,15 @@ def plan_mppi(
         )
         actions[:, num_pi:] = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1.0, 1.0)
         returns = torch.zeros(n, samples, device=device, dtype=dtype)
+        alive = torch.ones(n, samples, device=device, dtype=dtype)  # no termination yet
         zt, scale = z0, 1.0
         for t in range(horizon):
-            returns = returns + scale * reward(zt, actions[:, :, t])
+            returns = returns + scale * alive * reward(zt, actions[:, :, t])
             zt = dynamics(zt, actions[:, :, t])
             scale *= discount
-        returns = (returns + scale * value(zt)).nan_to_num(0.0)
+            if termination is not None:
+                alive = alive * (termination(zt) <= 0.5).to(dtype)
+        returns = (returns + scale * alive * value(zt)).nan_to_num(0.0)
         elite_value, elite_idx = torch.topk(returns, cfg.num_elites, dim=1)  # (N, E)
         elites = torch.gather(
             actions, 1, elite_idx[:, :, None, None].expand(-1, -1, horizon, action_dim)

@@ -22,16 +22,23 @@ are in ``algos/planning.py``. ``TDMPC2`` builds the world model
   the log-density of the pre-tanh Gaussian sample, which is what the authors' "scaled
   entropy" reduces to;
 
-then Polyak-averages the target Q heads (``tau``). Rewards and values are regressed as
-two-hot distributions over ``num_bins`` bins in symlog space (``losses.two_hot``). The
-discount is ``(L/5 - 1) / (L/5)`` clipped to ``[0.95, 0.995]`` for episodes of ``L =
-episode_length`` steps unless ``discount`` is given. ``learning_starts`` (null: ``max(1000,
-5 L)``) random steps are followed by a burst of ``initial_updates`` (null: as many) updates,
-then ``gradient_steps / train_every`` per env step. Actions are planned in ``[-1, 1]^A``
-and mapped onto the env's bounds.
+then Polyak-averages the target Q heads (``tau``). With ``episodic`` (the authors' episodic
+mode, for envs that terminate: Hopper, Walker2d, Ant, Humanoid) the model also has a
+termination head ``z_{t+1} -> logit``, learnt in ``main`` by ``termination_coef`` x the
+binary cross-entropy to ``terminated_t`` (mean over the horizon and batch, unweighted, as
+the authors), and the planner counts an imagined sequence's rewards and terminal value only
+until the head first predicts a termination (probability above 0.5).
 
-Not here (yet): the termination head of the authors' ``episodic`` mode (terminations only
-stop the TD bootstrap), multi-task embeddings, pixel observations.
+Rewards and values are regressed as two-hot distributions over ``num_bins`` bins in
+symlog space (``losses.two_hot``). The discount is ``(L/5 - 1) / (L/5)`` clipped to
+``[discount_min, discount_max]`` (the authors: [0.95, 0.995]) for episodes of ``L =
+episode_length`` steps unless ``discount`` is given. ``learning_starts`` (null:
+``max(1000, 5 L)``) random steps are followed by a burst of ``initial_updates`` (null: as
+many) updates, then ``gradient_steps / train_every`` per env step. Actions are planned in
+``[-1, 1]^A`` and mapped onto the env's bounds.
+
+Without ``episodic``, terminations only stop the TD bootstrap (the authors' default, which
+their published DMC curves use). Not here (yet): multi-task embeddings, pixel observations.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from torch.nn.functional import binary_cross_entropy_with_logits
 
 from rlbench.algos.planning import (
     Fn,
@@ -98,6 +106,8 @@ class TDMPC2(PlanningModule):
         horizon: H, steps of the latent rollouts (learning and planning).
         rho: weight decay over the horizon.
         consistency_coef, reward_coef, value_coef: weights of the world-model losses.
+        episodic: a termination head, learnt and planned with (see above).
+        termination_coef: weight of its loss.
         tau: Polyak coefficient of the target Q heads (and of the Q scale).
         discount: per-step discount, or ``None`` to derive it from ``episode_length``
             (``losses.episode_discount`` with ``discount_denom``, ``discount_min``,
@@ -137,6 +147,8 @@ class TDMPC2(PlanningModule):
         consistency_coef: float = 20.0,
         reward_coef: float = 0.1,
         value_coef: float = 0.1,
+        episodic: bool = False,
+        termination_coef: float = 1.0,
         tau: float = 0.01,
         discount: float | None = None,
         episode_length: int = 1000,
@@ -231,6 +243,7 @@ class TDMPC2(PlanningModule):
         self.log_std_bounds = (log_std_min, log_std_max)
         self.entropy_coef, self.rho, self.tau = entropy_coef, rho, tau
         self.coefs = (consistency_coef, reward_coef, value_coef)
+        self.episodic, self.termination_coef = episodic, termination_coef
         self.q_scale: torch.Tensor
         self.register_buffer("q_scale", torch.ones(()))  # running 5-95% range of Q
 
@@ -244,6 +257,7 @@ class TDMPC2(PlanningModule):
             dropout=self.dropout,
             log_std_min=self.log_std_bounds[0],
             log_std_max=self.log_std_bounds[1],
+            episodic=self.episodic,
         )
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -252,6 +266,7 @@ class TDMPC2(PlanningModule):
         rest: list[torch.Tensor] = [
             *model.dynamics.parameters(),
             *model.reward.parameters(),
+            *(model.termination.parameters() if model.termination is not None else ()),
             *model.qs.parameters(),
         ]
         self._main_params: list[torch.Tensor] = encoder + rest
@@ -286,7 +301,14 @@ class TDMPC2(PlanningModule):
             q = model.q_logits(z, policy(z), heads=self.two_heads(generator))
             return self.decode(q).mean(0)
 
-        return {"dynamics": model.next, "reward": reward, "value": value, "policy": policy}
+        def termination(z: Latent) -> torch.Tensor:
+            return torch.sigmoid(model.termination_logit(z))
+
+        fns: dict[str, Fn] = {"dynamics": model.next, "reward": reward, "value": value}
+        fns["policy"] = policy
+        if self.episodic:
+            fns["termination"] = termination
+        return fns
 
     # ------------------------------------------------------------------ learning
     def soft_ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -320,6 +342,12 @@ class TDMPC2(PlanningModule):
         value_loss = rho_weighted_mean(value_ce, rho=rho)
         c_coef, r_coef, v_coef = self.coefs
         model_loss = c_coef * consistency + r_coef * reward_loss + v_coef * value_loss
+        if self.episodic:  # does the transition into z_{t+1} end the episode? (H, B)
+            termination_loss = binary_cross_entropy_with_logits(
+                model.termination_logit(latents[1:]), terminated
+            )
+            model_loss = model_loss + self.termination_coef * termination_loss
+            self.metrics.add("train/termination_loss", termination_loss.detach())
         self.gradient_step(model_loss, self._main_params, max_grad_norm=self.main_clip)
         metrics = self.metrics
         metrics.add("train/consistency_loss", consistency.detach())

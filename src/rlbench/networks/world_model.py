@@ -263,6 +263,8 @@ class WorldModel(nn.Module):
         num_bins: logits of the reward and Q heads.
         dropout: dropout after the first layer of each Q head.
         log_std_min, log_std_max: the policy prior's log-std bounds.
+        episodic: add a termination head ``z' -> logit`` (the authors' episodic mode; without
+            it the model has no such head, and its parameters are those of before).
     """
 
     def __init__(
@@ -275,6 +277,7 @@ class WorldModel(nn.Module):
         dropout: float,
         log_std_min: float,
         log_std_max: float,
+        episodic: bool = False,
     ) -> None:
         super().__init__()
         if size.latent_dim % size.simnorm_dim:
@@ -286,6 +289,8 @@ class WorldModel(nn.Module):
         self.encoder = mlp(obs_dim, enc_hidden, latent, out_act=SimNorm(size.simnorm_dim))
         self.dynamics = mlp(latent + action_dim, hidden, latent, out_act=SimNorm(size.simnorm_dim))
         self.reward = mlp(latent + action_dim, hidden, num_bins)
+        # created only when episodic, so a model without it draws the same initial weights
+        self.termination = mlp(latent, hidden, 1) if episodic else None
         self.pi = PolicyPrior(
             latent, hidden, action_dim, log_std_min=log_std_min, log_std_max=log_std_max
         )
@@ -310,6 +315,14 @@ class WorldModel(nn.Module):
 
     def reward_logits(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.reward(torch.cat([z, a], dim=-1))
+
+    def termination_logit(self, z: torch.Tensor) -> torch.Tensor:
+        """``(...)`` logit that the transition into latent ``z (..., Z)`` ended its episode
+        (episodic models only)."""
+        if self.termination is None:
+            raise RuntimeError("this world model has no termination head (episodic=False)")
+        logit: torch.Tensor = self.termination(z).squeeze(-1)
+        return logit
 
     def q_logits(
         self,
