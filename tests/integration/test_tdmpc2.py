@@ -161,7 +161,9 @@ def test_mujoco_preset_has_the_authors_settings() -> None:
     assert cfg.env.id == "HalfCheetah-v5" and cfg.total_env_steps == 1_000_000
     env = rlbench.cli._instantiate(cfg.env, _convert_="all")
     module = rlbench.cli.build_module(cfg, env)
-    assert module.discount == pytest.approx(0.995)
+    # the authors' Gymnasium MuJoCo settings: discount at most 0.99, rho 0.7, episodic
+    assert module.discount == pytest.approx(0.99) and module.rho == 0.7
+    assert module.episodic and module.model.termination is not None
     spec = module.data_spec
     assert (spec.learning_starts, spec.initial_updates, spec.batch_size) == (5000, 5000, 256)
     assert (spec.length, spec.within_episode, spec.ratio) == (3, True, 1.0)
@@ -173,10 +175,29 @@ def test_mujoco_preset_has_the_authors_settings() -> None:
         24,
     )
     assert (mppi.temperature, mppi.min_std, mppi.max_std) == (0.5, 0.05, 2.0)
-    assert 1.0e6 <= module.model.num_params() <= 1.4e6  # the 1M preset
+    head = sum(p.numel() for p in module.model.termination.parameters())
+    assert 1.0e6 <= module.model.num_params() - head <= 1.4e6  # the 1M preset, and the head
     assert cfg.buffer.capacity == 1_000_000
     big = rlbench.cli.build_module(compose_cfg(["experiment=tdmpc2_mujoco", "algo.size=5M"]), env)
     assert big.size.latent_dim == 512 and big.size.num_q == 5
+
+
+def test_episodic_run_on_hopper_learns_its_termination_head(tmp_path: Path) -> None:
+    """Hopper falls within tens of random steps: the termination head of ``episodic`` mode
+    sees real terminations, its loss is logged finite with the others, and the head's
+    weights are saved."""
+    pytest.importorskip("mujoco")
+    overrides = [*SMALL, "env=hopper", "algo.episodic=true", "algo.episode_length=1000"]
+    results = train_in_process(tmp_path, overrides)
+    assert results["status"] == "completed" and results["env_steps"] == 600, results
+    rows = read_metrics(tmp_path)
+    for name in (*LOSSES, "train/termination_loss"):
+        values = [float(r[name]) for r in rows if r.get(name)]
+        assert values and all(math.isfinite(v) for v in values), (name, values)
+    episodes = [float(r["rollout/episode_length"]) for r in rows if r.get("rollout/episode_length")]
+    assert episodes and min(episodes) < 1000  # episodes ended by terminations, not time
+    state = checkpoint(tmp_path)["state_dict"]
+    assert any(k.startswith("model.termination.") for k in state)
 
 
 def test_dmc_preset_counts_the_authors_schedule_in_simulator_steps() -> None:
