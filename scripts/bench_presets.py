@@ -317,8 +317,9 @@ def iqm_cell(finals: Sequence[float]) -> tuple[float, float, float]:
 
 
 def peer_cell(peers: Path | None, preset: str) -> str:
-    """``"SB3 <iqm> [lo, hi], seeds a-b"`` from the completed peer runs of ``preset`` under
-    ``peers`` (``bench_zoo_sb3.py``'s folder); ``""`` where there are none."""
+    """``"SB3: <iqm> [lo, hi], seeds a-b (`<command>`)"`` from the completed peer runs of
+    ``preset`` under ``peers`` (``bench_zoo_sb3.py``'s folder), the command that reruns
+    them; ``""`` where there are none."""
     if peers is None or not (peers / preset).is_dir():
         return ""
     finals, seeds = [], []
@@ -330,7 +331,8 @@ def peer_cell(peers: Path | None, preset: str) -> str:
     if not finals:
         return ""
     point, lo, hi = iqm_cell(finals)
-    return f"SB3: {point:.1f} [{lo:.1f}, {hi:.1f}], seeds {_seeds(seeds)}"
+    command = f"python scripts/bench_zoo_sb3.py --presets {preset} --seeds {_seeds(seeds)}"
+    return f"SB3: {point:.1f} [{lo:.1f}, {hi:.1f}], seeds {_seeds(seeds)} (`{command}`)"
 
 
 def build_rows(

@@ -146,8 +146,9 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     assert dqn[5] == "not met (≥ -76.639)"
     # the peer's IQM over its 3 seeds: the 25% trimmed mean of 3 runs trims none (int(0.75)
     # runs a side), so it is their mean, -90
-    peer = re.match(r"SB3: (-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\], seeds 0-2$", dqn[6])
+    peer = re.match(r"SB3: (-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\], seeds 0-2 \((.*)\)$", dqn[6])
     assert peer is not None and float(peer[1]) == pytest.approx(-90.0)
+    assert peer[4] == "`python scripts/bench_zoo_sb3.py --presets dqn_acrobot --seeds 0-2`"
     assert row("ppo_acrobot")[6] == ""  # no peer runs
     assert dqn[7] == "2.0 min"  # mean of 60, 90, ..., 180 s
     assert dqn[8] == "Test CPU, 2 cores"
