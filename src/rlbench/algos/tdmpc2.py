@@ -304,8 +304,12 @@ class TDMPC2(PlanningModule):
         def termination(z: Latent) -> torch.Tensor:
             return torch.sigmoid(model.termination_logit(z))
 
-        fns: dict[str, Fn] = {"dynamics": model.next, "reward": reward, "value": value}
-        fns["policy"] = policy
+        fns: dict[str, Fn] = {
+            "dynamics": model.next,
+            "reward": reward,
+            "value": value,
+            "policy": policy,
+        }
         if self.episodic:
             fns["termination"] = termination
         return fns
