@@ -13,7 +13,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import resume_in_process, run_cli, train_in_process
+import rlbench.cli
+from tests.conftest import compose_cfg, resume_in_process, run_cli, train_in_process
 
 pytest.importorskip("dm_control")
 pytest.importorskip("shimmy")
@@ -104,3 +105,33 @@ def test_env_steps_count_simulator_steps_under_action_repeat(tmp_path: Path) -> 
     ]
     assert ends == [(1000, 500.0)]
     assert int(rows[-1]["env_step"]) == 1200
+
+
+def test_sac_dmc_preset_shares_tdmpc2_dmc_env_and_updates_once_per_agent_step(
+    tmp_path: Path,
+) -> None:
+    """``experiment=sac_dmc``, the SAC baseline beside ``tdmpc2_dmc``: the same env (task,
+    action repeat 2) and seed phase in simulator steps, one gradient step per agent step; a
+    short run of it trains."""
+    cfg = compose_cfg(["experiment=sac_dmc"])
+    assert OmegaConf.to_container(cfg.env) == OmegaConf.to_container(
+        compose_cfg(["experiment=tdmpc2_dmc"]).env
+    )
+    assert (cfg.algo.name, cfg.env.action_repeat, cfg.total_env_steps) == ("sac", 2, 10**6)
+    env = rlbench.cli._instantiate(cfg.env, _convert_="all")
+    spec = rlbench.cli.build_module(cfg, env).data_spec
+    assert spec.learning_starts == 5000 and spec.ratio * env.step_multiplier == 1.0
+    results = train_in_process(
+        tmp_path,
+        [
+            "experiment=sac_dmc",
+            "trainer=debug",
+            "logger=csv",
+            "total_env_steps=600",
+            "algo.learning_starts=200",
+            "network.hidden=[32,32]",
+            "algo.batch_size=32",
+        ],
+    )
+    assert results["status"] == "completed" and results["env_steps"] == 600
+    assert any(r.get("train/critic_loss") for r in read_metrics(tmp_path))

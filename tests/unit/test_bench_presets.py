@@ -204,8 +204,48 @@ def test_a_preset_at_an_env_runs_the_preset_on_that_env() -> None:
     assert bench_presets.command("dqn_acrobot", 0)[:2] == ["experiment=dqn_acrobot", "seed=0"]
 
 
+def test_a_preset_at_a_dmc_task_runs_that_task_at_the_published_budget() -> None:
+    """``tdmpc2_dmc@walker-walk``: the task is ``env.task`` (no env config of that name), the
+    run stops at the authors' first published point, 100k env steps, and composes so."""
+    from tests.conftest import compose_cfg
+
+    args = bench_presets.command("tdmpc2_dmc@walker-walk", 1)
+    assert args == [
+        "experiment=tdmpc2_dmc",
+        "env.task=walker-walk",
+        "seed=1",
+        "total_env_steps=100000",
+        "trainer.eval_every=50000",
+        "trainer.checkpoint_every=5000",
+        *bench_presets.RUN_ARGS,
+    ]
+    cfg = compose_cfg(args)
+    assert (cfg.env.id, cfg.algo.name, cfg.total_env_steps) == (
+        "dm_control/walker-walk-v0",
+        "tdmpc2",
+        100_000,
+    )
+    assert bench_presets.command("sac_dmc@cartpole-swingup", 0)[1] == "env.task=cartpole-swingup"
+
+
+def test_tdmpc2_target_is_the_authors_lowest_seed() -> None:
+    """Issue 17's target, "within the authors' seed spread": at least their lowest seed; the
+    per-seed scores average to the packaged published row."""
+    preset = "tdmpc2_dmc@cartpole-swingup"
+    assert bench_presets.target_cell(preset, 790.0, 839.4) == "met (≥ 789.8)"
+    assert bench_presets.target_cell(preset, 789.0, 839.4) == "not met (≥ 789.8)"
+    for preset, seeds in bench_presets.PUBLISHED_SEEDS.items():
+        row = bench_presets.published_row(preset)
+        assert row is not None and row.seeds == len(seeds)
+        assert sum(seeds) / len(seeds) == pytest.approx(row.score, abs=0.05), preset
+
+
 def test_default_presets_exist() -> None:
-    measured = [*bench_presets.DEFAULT_PRESETS, *bench_presets.MUJOCO_PRESETS]
+    measured = [
+        *bench_presets.DEFAULT_PRESETS,
+        *bench_presets.MUJOCO_PRESETS,
+        *bench_presets.DMC_PRESETS,
+    ]
     names = {bench_presets.split_preset(p)[0] for p in measured}
     assert names <= set(bench_presets.available_presets())
     assert set(bench_presets.REFERENCES) == set(measured)
