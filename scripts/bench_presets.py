@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -389,6 +389,20 @@ def peer_cell(peers: Path | None, preset: str) -> str:
     return f"SB3: {point:.1f} [{lo:.1f}, {hi:.1f}], seeds {_seeds(seeds)} (`{command}`)"
 
 
+def missing_note(preset_dir: Path, seeds: Sequence[int]) -> str:
+    """Why a preset has no row: ``"no completed run"``, with the env step each interrupted
+    seed stopped at (the report leaves interrupted runs out of its statistics)."""
+    stopped = []
+    for seed in seeds:
+        run_dir = preset_dir / f"seed{seed}"
+        if run_status(run_dir) == "interrupted":
+            steps = int(json.loads((run_dir / "results.json").read_text())["env_steps"])
+            stopped.append(f"seed {seed} interrupted at {steps:,} env steps")
+    if not stopped:
+        return "no completed run"
+    return f"no completed run ({'; '.join(stopped)}; the command resumes from there)"
+
+
 def build_rows(
     out: Path,
     report_dir: Path,
@@ -396,18 +410,20 @@ def build_rows(
     seeds: Sequence[int],
     *,
     peers: Path | None = None,
-) -> tuple[list[Row], list[str]]:
-    """Rows of the presets with at least one completed run, and the names of the rest."""
+) -> tuple[list[Row], dict[str, str]]:
+    """Rows of the presets with at least one completed run, and the rest with why
+    (``missing_note``)."""
     run_dirs = {out / p / f"seed{s}": p for p in presets for s in seeds}
-    used = read_report_runs(report_dir, run_dirs)
+    used = read_report_runs(report_dir, {d: p for d, p in run_dirs.items() if d.is_dir()})
     rows: list[Row] = []
-    missing: list[str] = []
+    missing: dict[str, str] = {}
     for preset in presets:
         records = used.get(preset, [])
         finals = tuple(_float(r["final_score"]) for r in records)
         finals = tuple(v for v in finals if math.isfinite(v))
         if not finals:
-            missing.append(preset)
+            note = missing_note(out / preset, seeds)
+            missing[preset] = f"{note} ({rerun_command(preset, seeds)})"
             continue
         point, lo, hi = iqm_cell(finals)
         walls, machines, steps = [], set(), []
@@ -499,9 +515,15 @@ def _seeds(seeds: Sequence[int]) -> str:
     return ",".join(map(str, s))
 
 
+def rerun_command(preset: str, seeds: Sequence[int], *, quick: bool = False) -> str:
+    """The page's command cell: the ``bench_presets.py`` call that reruns ``preset``."""
+    flags = f"--presets {preset} --seeds {_seeds(seeds)}" + (" --quick" if quick else "")
+    return f"`python scripts/bench_presets.py {flags}`"
+
+
 def render_page(
     rows: Sequence[Row],
-    missing: Sequence[str],
+    missing: Mapping[str, str],
     figures: Sequence[tuple[str, str]],
     *,
     generated: str,
@@ -536,10 +558,7 @@ def render_page(
             text, score = reference_cell(r.preset)
             runs = f"{len(r.finals)} of {len(r.seeds)}"
             wall = f"{r.wall_s / 60:.1f} min" if math.isfinite(r.wall_s) else ""
-            flags = f"--presets {r.preset} --seeds {_seeds(r.seeds)}" + (
-                " --quick" if quick else ""
-            )
-            cmd = f"`python scripts/bench_presets.py {flags}`"
+            cmd = rerun_command(r.preset, r.seeds, quick=quick)
             lines.append(
                 f"| `{r.preset}` | {r.env_steps:,} | {runs} | {r.iqm:.1f} [{r.lo:.1f}, "
                 f"{r.hi:.1f}] | {text} | {target_cell(r.preset, r.iqm, score)} | {r.peer} | {wall} "
@@ -551,17 +570,19 @@ def render_page(
         "(the last two change display and logging, not learning); `<preset>@<env>` adds "
         "`env=<env>`, or `env.task=<task>` for a DeepMind Control task.",
     ]
-    lines += [
-        f"`{name}` runs add `{' '.join(extra)}`." for name, extra in sorted(PRESET_ARGS.items())
-    ]
-    lines += [
-        "",
-        "DeepMind Control env steps count simulator steps (action repeat 2: two per agent "
-        "step), the unit of the TD-MPC2 authors' published curves.",
-    ]
+    on_page = {split_preset(p)[0] for p in [*(r.preset for r in rows), *missing]}
+    for name, extra in sorted(PRESET_ARGS.items()):
+        if name in on_page:
+            lines += ["", f"`{name}` runs add `{' '.join(extra)}`."]
+    if on_page & {"tdmpc2_dmc", "sac_dmc"}:
+        lines += [
+            "",
+            "DeepMind Control env steps count simulator steps (action repeat 2: two per agent "
+            "step), the unit of the TD-MPC2 authors' published curves.",
+        ]
     if missing:
         lines += ["", "## Not yet measured", ""]
-        lines += [f"- `{p}`: no completed run" for p in missing]
+        lines += [f"- `{p}`: {note}" for p, note in missing.items()]
     if figures:
         lines += ["", "## Figures", ""]
         for title, rel in figures:

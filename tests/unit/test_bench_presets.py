@@ -107,7 +107,17 @@ def test_an_interrupted_run_with_a_checkpoint_resumes_and_adds_its_wall_time(
 def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     fake_runs(out)
-    presets = [*FAKE, "ppo_mountaincar"]  # the last has no run: listed as not measured
+    # the last two have no completed run: listed as not measured, with where an interrupted
+    # run stopped (the report leaves it out of the statistics)
+    presets = [*FAKE, "ppo_mountaincar", "ppo_cartpole"]
+    fabricate(
+        out / "ppo_cartpole" / "seed0",
+        algo="ppo",
+        env_id="CartPole-v1",
+        seed=0,
+        final=500.0,
+        status="interrupted",
+    )
     # the peer (bench_zoo_sb3.py) ran dqn_acrobot on seeds 0-2 only
     peers = tmp_path / "peers"
     for seed, final in enumerate([-100.0, -90.0, -80.0]):
@@ -156,7 +166,15 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     lunar = row("dqn_lunarlander")
     assert lunar[3].startswith("210.0 ") and lunar[5] == "met (≥ 200)"
     assert "measured on v2" in lunar[4]
-    assert "- `ppo_mountaincar`: no completed run" in text
+    assert (
+        "- `ppo_mountaincar`: no completed run "
+        "(`python scripts/bench_presets.py --presets ppo_mountaincar --seeds 0-4`)"
+    ) in text
+    assert (
+        "- `ppo_cartpole`: no completed run (seed 0 interrupted at 2,000 env steps; the "
+        "command resumes from there) (`python scripts/bench_presets.py --presets ppo_cartpole "
+        "--seeds 0-4`)"
+    ) in text
     # a preset on another env of its family; target: CleanRL's mean minus one std
     hopper = row("ppo_mujoco@hopper")
     assert hopper[3].startswith("2200.0 ") and "CleanRL on v4" in hopper[4]
@@ -168,9 +186,35 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     assert png.is_file() and png.stat().st_size <= bench_presets.FIGURE_MAX_BYTES
     # every number on the page is one of: the runs' statistics, the reference table, the
     # wall times, the steps, the seeds -- no row without a completed run
-    assert "ppo_mountaincar`" not in "\n".join(
-        line for line in text.splitlines() if line.startswith("|")
-    )
+    table = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    assert "ppo_mountaincar`" not in table and "ppo_cartpole`" not in table
+
+
+def test_a_dmc_page_names_the_budget_and_the_step_unit(tmp_path: Path) -> None:
+    """DMC rows: the authors' numbers as reference, the 100k budget and the simulator-step
+    unit under the table; TD-MPC2 without a completed run is listed as not measured."""
+    out = tmp_path / "runs"
+    for seed, final in enumerate([800.0, 840.0, 820.0]):
+        fabricate(
+            out / "sac_dmc@cartpole-swingup" / f"seed{seed}",
+            algo="sac",
+            env_id="dm_control/cartpole-swingup-v0",
+            seed=seed,
+            final=final,
+        )
+    presets = ["sac_dmc@cartpole-swingup", "tdmpc2_dmc@cartpole-swingup"]
+    text = bench_presets.write_page(out, presets, [0, 1, 2], tmp_path / "r.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("| `sac_dmc@cartpole-swingup`"))
+    assert "| 820.0 [" in line and "835 ± 7.8 at 100k" in line
+    assert "the TD-MPC2 authors' SAC" in line and "nicklashansen/tdmpc2@e9f5932" in line
+    assert "`sac_dmc` runs add `total_env_steps=100000 " in text
+    assert "`tdmpc2_dmc` runs add `total_env_steps=100000 " in text
+    assert "count simulator steps (action repeat 2" in text
+    assert "- `tdmpc2_dmc@cartpole-swingup`: no completed run (`python" in text
+    # a page without DMC presets says none of it
+    fake_runs(out)
+    other = bench_presets.write_page(out, ["ppo_acrobot"], [0, 1, 2, 3, 4], tmp_path / "o.md")
+    assert "runs add" not in other.read_text() and "simulator" not in other.read_text()
 
 
 def test_a_single_preset_page_maps_its_runs(tmp_path: Path) -> None:
