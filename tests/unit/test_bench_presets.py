@@ -51,17 +51,23 @@ def fabricate(
         (run_dir / bench_presets.SIDECAR).write_text(json.dumps(sidecar))
 
 
+def fabricate_seeds(folder: Path, *, algo: str, env_id: str, finals: list[float]) -> None:
+    """Completed runs ``folder/seed<k>`` with final scores ``finals[k]``, the k-th run
+    taking 60 + 30 k seconds."""
+    for seed, final in enumerate(finals):
+        fabricate(
+            folder / f"seed{seed}",
+            algo=algo,
+            env_id=env_id,
+            seed=seed,
+            final=final,
+            wall_s=60.0 + 30.0 * seed,
+        )
+
+
 def fake_runs(out: Path) -> None:
     for preset, (algo, env_id, finals) in FAKE.items():
-        for seed, final in enumerate(finals):
-            fabricate(
-                out / preset / f"seed{seed}",
-                algo=algo,
-                env_id=env_id,
-                seed=seed,
-                final=final,
-                wall_s=60.0 + 30.0 * seed,
-            )
+        fabricate_seeds(out / preset, algo=algo, env_id=env_id, finals=finals)
 
 
 def test_a_completed_run_is_skipped_and_others_run(tmp_path: Path) -> None:
@@ -120,14 +126,9 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     )
     # the peer (bench_zoo_sb3.py) ran dqn_acrobot on seeds 0-2 only
     peers = tmp_path / "peers"
-    for seed, final in enumerate([-100.0, -90.0, -80.0]):
-        fabricate(
-            peers / "dqn_acrobot" / f"seed{seed}",
-            algo="dqn_sb3",
-            env_id="Acrobot-v1",
-            seed=seed,
-            final=final,
-        )
+    fabricate_seeds(
+        peers / "dqn_acrobot", algo="dqn_sb3", env_id="Acrobot-v1", finals=[-100.0, -90.0, -80.0]
+    )
     page = bench_presets.write_page(
         out,
         presets,
@@ -194,14 +195,12 @@ def test_a_dmc_page_names_the_budget_and_the_step_unit(tmp_path: Path) -> None:
     """DMC rows: the authors' numbers as reference, the 100k budget and the simulator-step
     unit under the table; TD-MPC2 without a completed run is listed as not measured."""
     out = tmp_path / "runs"
-    for seed, final in enumerate([800.0, 840.0, 820.0]):
-        fabricate(
-            out / "sac_dmc@cartpole-swingup" / f"seed{seed}",
-            algo="sac",
-            env_id="dm_control/cartpole-swingup-v0",
-            seed=seed,
-            final=final,
-        )
+    fabricate_seeds(
+        out / "sac_dmc@cartpole-swingup",
+        algo="sac",
+        env_id="dm_control/cartpole-swingup-v0",
+        finals=[800.0, 840.0, 820.0],
+    )
     presets = ["sac_dmc@cartpole-swingup", "tdmpc2_dmc@cartpole-swingup"]
     text = bench_presets.write_page(out, presets, [0, 1, 2], tmp_path / "r.md").read_text()
     line = next(x for x in text.splitlines() if x.startswith("| `sac_dmc@cartpole-swingup`"))
