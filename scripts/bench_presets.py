@@ -4,8 +4,9 @@ Each preset (``conf/experiment/<preset>.yaml``) is trained on each seed through 
 ``rlbench`` command in a subprocess (``trainer.progress_bar=false logger=csv``, which change
 how a run is shown and logged, not what it learns), ``--jobs`` at a time (joblib threads, each
 waiting on its subprocess). Runs land in ``<out>/<preset>/seed<k>``. A rerun is resumable:
-a run whose ``results.json`` says ``completed`` is skipped, an ``interrupted`` one with a
-checkpoint continues (``rlbench resume=<dir>``), anything else starts again from scratch.
+a run whose ``results.json`` says ``completed`` is skipped, one with a checkpoint that was
+``interrupted`` or killed before writing ``results.json`` continues (``rlbench
+resume=<dir>``), anything else starts again from scratch.
 
 Then ``rlbench-report`` (``rlbench.analysis.report.main``) reads every run, grouped by
 ``algo.name,env.id``, and writes its tables and figures into ``<out>/report``; the page is
@@ -253,6 +254,15 @@ def _subprocess_runner(args: list[str]) -> int:
     return proc.returncode
 
 
+def resumable(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a stopped run to continue rather than start again: it has a
+    checkpoint and was ``interrupted`` (a signal: it checkpointed as it stopped) or left no
+    ``results.json`` at all (killed outright, e.g. by the end of a session: its last
+    periodic checkpoint stands). Hours of a TD-MPC2 run are never thrown away."""
+    has_ckpt = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    return has_ckpt and run_status(run_dir) in ("interrupted", "missing")
+
+
 def run_one(
     preset: str,
     seed: int,
@@ -263,15 +273,15 @@ def run_one(
 ) -> str:
     """Train one (preset, seed) into ``run_dir`` unless it already completed.
 
-    Returns what was done: ``skipped`` (completed before), ``resumed`` (an interrupted run
-    continued from its checkpoint) or ``started``; the run's wall time is added to the
-    sidecar file.
+    Returns what was done: ``skipped`` (completed before), ``resumed`` (a stopped run
+    continued from its checkpoint, ``resumable``) or ``started`` (anything else is cleared
+    first); the run's wall time is added to the sidecar file.
     """
     status = run_status(run_dir)
     if status == "completed":
         return "skipped"
     sidecar = run_dir / SIDECAR
-    if status == "interrupted" and (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if resumable(run_dir):
         args, action = [f"resume={run_dir}"], "resumed"
         before = json.loads(sidecar.read_text())["wall_s"] if sidecar.is_file() else 0.0
     else:
@@ -391,13 +401,16 @@ def peer_cell(peers: Path | None, preset: str) -> str:
 
 def missing_note(preset_dir: Path, seeds: Sequence[int]) -> str:
     """Why a preset has no row: ``"no completed run"``, with the env step each interrupted
-    seed stopped at (the report leaves interrupted runs out of its statistics)."""
+    seed stopped at and the seeds killed after a checkpoint (the report leaves both out of
+    its statistics)."""
     stopped = []
     for seed in seeds:
         run_dir = preset_dir / f"seed{seed}"
         if run_status(run_dir) == "interrupted":
             steps = int(json.loads((run_dir / "results.json").read_text())["env_steps"])
             stopped.append(f"seed {seed} interrupted at {steps:,} env steps")
+        elif resumable(run_dir):
+            stopped.append(f"seed {seed} stopped without a record after a checkpoint")
     if not stopped:
         return "no completed run"
     return f"no completed run ({'; '.join(stopped)}; the command resumes from there)"

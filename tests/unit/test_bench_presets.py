@@ -110,6 +110,29 @@ def test_an_interrupted_run_with_a_checkpoint_resumes_and_adds_its_wall_time(
     assert json.loads((run_dir / bench_presets.SIDECAR).read_text())["wall_s"] >= 60.0
 
 
+def test_a_run_killed_after_a_checkpoint_resumes_and_is_never_cleared(tmp_path: Path) -> None:
+    """Killed outright (no ``results.json``) after a periodic checkpoint: the rerun
+    continues it and the page says so; without a checkpoint it starts again."""
+    run_dir = tmp_path / "tdmpc2_dmc@cartpole-swingup" / "seed0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    assert bench_presets.run_status(run_dir) == "missing" and bench_presets.resumable(run_dir)
+    assert bench_presets.missing_note(run_dir.parent, [0, 1]) == (
+        "no completed run (seed 0 stopped without a record after a checkpoint; the command "
+        "resumes from there)"
+    )
+    calls: list[list[str]] = []
+    action = bench_presets.run_one(
+        "tdmpc2_dmc@cartpole-swingup", 0, run_dir, runner=lambda a: calls.append(a) or 0
+    )
+    assert action == "resumed" and calls == [[f"resume={run_dir}"]]
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"weights"
+    fresh = tmp_path / "fresh"
+    (fresh / "checkpoints").mkdir(parents=True)
+    assert not bench_presets.resumable(fresh)  # no checkpoint: nothing to continue
+    assert bench_presets.run_one("dqn_acrobot", 0, fresh, runner=lambda a: 0) == "started"
+
+
 def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     fake_runs(out)
