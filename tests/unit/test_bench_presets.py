@@ -225,14 +225,22 @@ def test_a_dmc_page_names_the_budget_and_the_step_unit(tmp_path: Path) -> None:
         finals=[800.0, 840.0, 820.0],
     )
     presets = ["sac_dmc@cartpole-swingup", "tdmpc2_dmc@cartpole-swingup"]
-    text = bench_presets.write_page(out, presets, [0, 1, 2], tmp_path / "r.md").read_text()
+    # no --seeds: each preset's own (the DMC comparison: the authors' 3)
+    text = bench_presets.write_page(out, presets, None, tmp_path / "r.md").read_text()
     line = next(x for x in text.splitlines() if x.startswith("| `sac_dmc@cartpole-swingup`"))
-    assert "| 820.0 [" in line and "835 ± 7.8 at 100k" in line
+    assert "| 820.0 [" in line and "835 ± 7.8 at 100k" in line and "| 3 of 3 |" in line
+    assert "--presets sac_dmc@cartpole-swingup --seeds 0-2`" in line
     assert "the TD-MPC2 authors' SAC" in line and "nicklashansen/tdmpc2@e9f5932" in line
     assert "`sac_dmc` runs add `total_env_steps=100000 " in text
     assert "`tdmpc2_dmc` runs add `total_env_steps=100000 " in text
     assert "count simulator steps (action repeat 2" in text
-    assert "- `tdmpc2_dmc@cartpole-swingup`: no completed run (`python" in text
+    assert (
+        "- `tdmpc2_dmc@cartpole-swingup`: no completed run (`python scripts/bench_presets.py "
+        "--presets tdmpc2_dmc@cartpole-swingup --seeds 0-2`)"
+    ) in text
+    assert bench_presets.preset_seeds("tdmpc2_dmc@walker-walk", None) == (0, 1, 2)
+    assert bench_presets.preset_seeds("dqn_acrobot", None) == (0, 1, 2, 3, 4)
+    assert bench_presets.preset_seeds("sac_dmc@walker-walk", [4]) == (4,)  # --seeds wins
     # a page without DMC presets says none of it
     fake_runs(out)
     other = bench_presets.write_page(out, ["ppo_acrobot"], [0, 1, 2, 3, 4], tmp_path / "o.md")
