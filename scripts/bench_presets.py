@@ -154,10 +154,10 @@ REFERENCES: dict[str, Reference] = {
     "ppo_mujoco@hopper": Reference("Hopper-v4", "ppo", 1_000_000, "CleanRL on v4"),
     "ppo_mujoco@walker2d": Reference("Walker2d-v4", "ppo", 1_000_000, "CleanRL on v4"),
     "tdmpc2_dmc@cartpole-swingup": Reference(
-        "dmc/cartpole-swingup", "tdmpc2", 100_000, "the authors' 5M model"
+        "dmc/cartpole-swingup", "tdmpc2", 100_000, "the authors' 5M model; the preset's 1M"
     ),
     "tdmpc2_dmc@walker-walk": Reference(
-        "dmc/walker-walk", "tdmpc2", 100_000, "the authors' 5M model"
+        "dmc/walker-walk", "tdmpc2", 100_000, "the authors' 5M model; the preset's 1M"
     ),
     "sac_dmc@cartpole-swingup": Reference(
         "dmc/cartpole-swingup", "sac", 100_000, "the TD-MPC2 authors' SAC"
