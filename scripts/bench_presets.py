@@ -154,15 +154,20 @@ REFERENCES: dict[str, Reference] = {
     "ppo_mujoco@hopper": Reference("Hopper-v4", "ppo", 1_000_000, "CleanRL on v4"),
     "ppo_mujoco@walker2d": Reference("Walker2d-v4", "ppo", 1_000_000, "CleanRL on v4"),
     "tdmpc2_dmc@cartpole-swingup": Reference(
-        "dmc/cartpole-swingup", "tdmpc2", 100_000, "the authors' 5M model; the preset's 1M"
+        "dm_control/cartpole-swingup-v0",
+        "tdmpc2",
+        100_000,
+        "the authors' 5M model; the preset's 1M",
     ),
     "tdmpc2_dmc@walker-walk": Reference(
-        "dmc/walker-walk", "tdmpc2", 100_000, "the authors' 5M model; the preset's 1M"
+        "dm_control/walker-walk-v0", "tdmpc2", 100_000, "the authors' 5M model; the preset's 1M"
     ),
     "sac_dmc@cartpole-swingup": Reference(
-        "dmc/cartpole-swingup", "sac", 100_000, "the TD-MPC2 authors' SAC"
+        "dm_control/cartpole-swingup-v0", "sac", 100_000, "the TD-MPC2 authors' SAC"
     ),
-    "sac_dmc@walker-walk": Reference("dmc/walker-walk", "sac", 100_000, "the TD-MPC2 authors' SAC"),
+    "sac_dmc@walker-walk": Reference(
+        "dm_control/walker-walk-v0", "sac", 100_000, "the TD-MPC2 authors' SAC"
+    ),
 }
 #: Per-seed scores behind a published mean where a target needs them: the TD-MPC2 authors'
 #: ``results/tdmpc2/<task>.csv`` (nicklashansen/tdmpc2@e9f5932) at 100k env steps.

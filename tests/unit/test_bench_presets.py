@@ -231,6 +231,11 @@ def test_a_dmc_page_names_the_budget_and_the_step_unit(tmp_path: Path) -> None:
     assert "| 820.0 [" in line and "835 ± 7.8 at 100k" in line and "| 3 of 3 |" in line
     assert "--presets sac_dmc@cartpole-swingup --seeds 0-2`" in line
     assert "the TD-MPC2 authors' SAC" in line and "nicklashansen/tdmpc2@e9f5932" in line
+    # the report draws the authors' number on the task's curves: the row carries the env id
+    from rlbench.analysis.stats import reference_scores
+
+    (ref,) = reference_scores("dm_control/cartpole-swingup-v0", ["sac"])
+    assert (ref.score, ref.env_steps) == (835.0, 100_000)
     assert "`sac_dmc` runs add `total_env_steps=100000 " in text
     assert "`tdmpc2_dmc` runs add `total_env_steps=100000 " in text
     assert "count simulator steps (action repeat 2" in text
