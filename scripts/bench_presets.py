@@ -83,6 +83,8 @@ DEFAULT_PRESETS = (
 #: PPO on MuJoCo at 1M env steps beside CleanRL's table (issue 18); long: about an hour of
 #: CPU per run, so not in the default set.
 MUJOCO_PRESETS = ("ppo_mujoco@halfcheetah", "ppo_mujoco@hopper", "ppo_mujoco@walker2d")
+#: The presets of the DeepMind Control comparison (the base names of ``DMC_PRESETS``).
+DMC_NAMES = ("tdmpc2_dmc", "sac_dmc")
 #: TD-MPC2 and SAC on DeepMind Control at 100k env steps (simulator steps, action repeat 2)
 #: beside the TD-MPC2 authors' published curves (issue 17); long on a CPU (TD-MPC2: hours a
 #: run), so not in the default set.
@@ -98,11 +100,11 @@ DMC_PRESETS = (
 #: often, so a run stopped by the end of a session resumes with little lost.
 PRESET_ARGS: dict[str, tuple[str, ...]] = {
     name: ("total_env_steps=100000", "trainer.eval_every=50000", "trainer.checkpoint_every=5000")
-    for name in ("tdmpc2_dmc", "sac_dmc")
+    for name in DMC_NAMES
 }
 #: Seeds of a preset when ``--seeds`` is not given (others: ``SEEDS``): the DMC comparison
 #: is on 3 seeds, as the authors' CSVs.
-PRESET_SEEDS: dict[str, tuple[int, ...]] = {"tdmpc2_dmc": (0, 1, 2), "sac_dmc": (0, 1, 2)}
+PRESET_SEEDS: dict[str, tuple[int, ...]] = dict.fromkeys(DMC_NAMES, (0, 1, 2))
 #: Every run gets these: they change display and logging only.
 RUN_ARGS = ("trainer.progress_bar=false", "logger=csv")
 #: ``--quick``: a short run of every preset (PPO's rollouts shrink to fit the budget).
@@ -605,7 +607,7 @@ def render_page(
     for name, extra in sorted(PRESET_ARGS.items()):
         if name in on_page:
             lines += ["", f"`{name}` runs add `{' '.join(extra)}`."]
-    if on_page & {"tdmpc2_dmc", "sac_dmc"}:
+    if on_page & set(DMC_NAMES):
         lines += [
             "",
             "DeepMind Control env steps count simulator steps (action repeat 2: two per agent "
