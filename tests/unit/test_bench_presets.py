@@ -110,6 +110,32 @@ def test_an_interrupted_run_with_a_checkpoint_resumes_and_adds_its_wall_time(
     assert json.loads((run_dir / bench_presets.SIDECAR).read_text())["wall_s"] >= 60.0
 
 
+def test_threads_reach_a_started_and_a_resumed_run_alike(tmp_path: Path) -> None:
+    """``--threads`` is an execution override: given when a run starts and again when it
+    resumes (a resume re-reads the run's own config), unlike ``--quick``'s extras."""
+    stopped = tmp_path / "dqn_acrobot" / "seed0"
+    fabricate(stopped, algo="dqn", env_id="Acrobot-v1", seed=0, final=-80.0, status="interrupted")
+    (stopped / "checkpoints").mkdir()
+    (stopped / "checkpoints" / "last.ckpt").write_bytes(b"")
+    calls: list[list[str]] = []
+    bench_presets.run_all(
+        ["dqn_acrobot"],
+        [0, 1],
+        tmp_path,
+        jobs=1,
+        quick=False,
+        threads=2,
+        runner=lambda a: calls.append(a) or 0,
+    )
+    resumed, started = sorted(calls, key=lambda a: a[0].startswith("experiment="))
+    assert resumed == [f"resume={stopped}", "trainer.torch_threads=2"]
+    assert started[0] == "experiment=dqn_acrobot" and "seed=1" in started
+    assert "trainer.torch_threads=2" in started
+    assert started[-1] == f"hydra.run.dir={tmp_path / 'dqn_acrobot' / 'seed1'}"
+    with pytest.raises(SystemExit):
+        bench_presets.main(["--threads", "0"])
+
+
 def test_a_run_killed_after_a_checkpoint_resumes_and_is_never_cleared(tmp_path: Path) -> None:
     """Killed outright (no ``results.json``) after a periodic checkpoint: the rerun
     continues it and the page says so; without a checkpoint it starts again."""
