@@ -428,16 +428,32 @@ def peer_cell(peers: Path | None, preset: str) -> str:
     return f"SB3: {point:.1f} [{lo:.1f}, {hi:.1f}], seeds {_seeds(seeds)} (`{command}`)"
 
 
+def last_eval(run_dir: Path) -> tuple[int, float] | None:
+    """``(env step, mean return)`` of the last evaluation in ``run_dir/metrics.csv``, or
+    ``None`` when it has none."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        evals = [r for r in csv.DictReader(f) if r.get("eval/return_mean")]
+    if not evals:
+        return None
+    return int(float(evals[-1]["env_step"])), float(evals[-1]["eval/return_mean"])
+
+
 def missing_note(preset_dir: Path, seeds: Sequence[int]) -> str:
     """Why a preset has no row: ``"no completed run"``, with the env step each interrupted
-    seed stopped at and the seeds killed after a checkpoint (the report leaves both out of
-    its statistics)."""
+    seed stopped at (and its last evaluation, if any) and the seeds killed after a
+    checkpoint (the report leaves both out of its statistics)."""
     stopped = []
     for seed in seeds:
         run_dir = preset_dir / f"seed{seed}"
         if run_status(run_dir) == "interrupted":
             steps = int(json.loads((run_dir / "results.json").read_text())["env_steps"])
-            stopped.append(f"seed {seed} interrupted at {steps:,} env steps")
+            note = f"seed {seed} interrupted at {steps:,} env steps"
+            if (evaluated := last_eval(run_dir)) is not None:
+                note += f", its last evaluation {evaluated[1]:.1f} at {evaluated[0]:,}"
+            stopped.append(note)
         elif resumable(run_dir):
             stopped.append(f"seed {seed} stopped without a record after a checkpoint")
     if not stopped:

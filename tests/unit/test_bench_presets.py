@@ -159,6 +159,31 @@ def test_a_run_killed_after_a_checkpoint_resumes_and_is_never_cleared(tmp_path: 
     assert bench_presets.run_one("dqn_acrobot", 0, fresh, runner=lambda a: 0) == "started"
 
 
+def test_a_stopped_seed_is_listed_with_its_last_evaluation(tmp_path: Path) -> None:
+    """The metrics as ``rlbench`` logs them: training rows leave the eval columns empty,
+    so the last evaluation is the last row that has one, not the last row."""
+    run_dir = tmp_path / "seed0"
+    fabricate(run_dir, algo="tdmpc2", env_id="x", seed=0, final=0.0, status="interrupted")
+    rows = [
+        "env_step,perf/env_steps_per_s,eval/return_mean",
+        "49000,7.5,",
+        "50000,,824.6",
+        "50000,1.0,",
+        "51000,7.6,",
+    ]
+    (run_dir / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert bench_presets.last_eval(run_dir) == (50_000, 824.6)
+    assert bench_presets.missing_note(tmp_path, [0]) == (
+        "no completed run (seed 0 interrupted at 2,000 env steps, its last evaluation 824.6 "
+        "at 50,000; the command resumes from there)"
+    )
+    (run_dir / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")  # none yet
+    assert bench_presets.last_eval(run_dir) is None
+    assert "interrupted at 2,000 env steps; the command" in bench_presets.missing_note(
+        tmp_path, [0]
+    )
+
+
 def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     fake_runs(out)
@@ -227,8 +252,9 @@ def test_the_page_has_every_number_from_the_runs(tmp_path: Path) -> None:
         "(`python scripts/bench_presets.py --presets ppo_mountaincar --seeds 0-4`)"
     ) in text
     assert (
-        "- `ppo_cartpole`: no completed run (seed 0 interrupted at 2,000 env steps; the "
-        "command resumes from there) (`python scripts/bench_presets.py --presets ppo_cartpole "
+        "- `ppo_cartpole`: no completed run (seed 0 interrupted at 2,000 env steps, its last "
+        "evaluation 500.0 at 2,000; the command resumes from there) "
+        "(`python scripts/bench_presets.py --presets ppo_cartpole "
         "--seeds 0-4`)"
     ) in text
     # a preset on another env of its family; target: CleanRL's mean minus one std
