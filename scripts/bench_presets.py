@@ -340,10 +340,11 @@ def run_all(
     torch threads; prints what each did."""
     from joblib import Parallel, delayed
 
+    execution = [f"trainer.torch_threads={threads}"]
+
     def one(preset: str, seed: int) -> None:
         extra = quick_extra(preset) if quick else []
         run_dir = out / preset / f"seed{seed}"
-        execution = [f"trainer.torch_threads={threads}"]
         action = run_one(preset, seed, run_dir, extra=extra, execution=execution, runner=runner)
         status = run_status(run_dir)
         print(f"[{preset} seed {seed}] {action}: {status}", flush=True)
@@ -430,15 +431,12 @@ def peer_cell(peers: Path | None, preset: str) -> str:
 
 def last_eval(run_dir: Path) -> tuple[int, float] | None:
     """``(env step, mean return)`` of the last evaluation in ``run_dir/metrics.csv``, or
-    ``None`` when it has none."""
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return None
-    with path.open(newline="") as f:
-        evals = [r for r in csv.DictReader(f) if r.get("eval/return_mean")]
-    if not evals:
-        return None
-    return int(float(evals[-1]["env_step"])), float(evals[-1]["eval/return_mean"])
+    ``None`` when it has none; read as the report reads it (``Run.eval_curve``: a line the
+    run is still appending is left out)."""
+    from rlbench.analysis.runs import load_run
+
+    steps, values = load_run(run_dir).eval_curve()
+    return (int(steps[-1]), float(values[-1])) if len(values) else None
 
 
 def missing_note(preset_dir: Path, seeds: Sequence[int]) -> str:
